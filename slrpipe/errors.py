@@ -1,0 +1,19 @@
+"""Error types that carry a message meant for the user, not a traceback."""
+
+from __future__ import annotations
+
+
+class SlrpipeError(Exception):
+    """A problem the user can fix; the CLI prints its message as one line and exits 1."""
+
+
+class ParamsError(SlrpipeError):
+    """params.yaml has a wrong key or value."""
+
+
+class SampleError(SlrpipeError):
+    """One input sample cannot be used; it is reported and skipped, the run goes on."""
+
+
+class MissingDependencyError(SlrpipeError):
+    """An optional extra (MMPose, MediaPipe) is not installed."""

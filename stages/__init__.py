@@ -1,0 +1,1 @@
+"""Thin Typer commands, one per DVC stage: read params.yaml, call the library, write outputs."""

@@ -1,0 +1,24 @@
+"""`slrpipe`: every DVC stage as a subcommand, to run a stage by hand outside DVC."""
+
+from __future__ import annotations
+
+import typer
+
+from stages import extract
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="slrpipe: self-supervised sign language recognition from 2D pose. Each stage reads params.yaml.",
+)
+app.command("extract")(extract.extract)
+app.command("extract-merge")(extract.extract_merge)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

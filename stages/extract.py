@@ -1,0 +1,46 @@
+"""Stage `extract`: dataset -> 49 keypoints per frame (data/extract/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from slrpipe.extract import Shard, merge_shards, run_extract
+from slrpipe.config import load_params
+from stages.common import ParamsOption, setup_logging, standalone, user_errors
+
+OUT_DIR = Path("data/extract")
+CACHE_DIR = Path("data/cache/extract")
+
+
+def extract(
+    params: Path = ParamsOption,
+    out_dir: Path = typer.Option(OUT_DIR, help="Where the keypoints file, manifest and report go."),
+    cache_dir: Path = typer.Option(CACHE_DIR, help="Per-video results, reused by resumed and repeated runs."),
+    shard: str | None = typer.Option(None, help="Process only shard INDEX/COUNT (0-based), e.g. 3/8; join with extract-merge."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Extract whole-body keypoints from the dataset's videos or import its pose files."""
+    setup_logging(verbose)
+    with user_errors():
+        settings = load_params(params)
+        result = run_extract(settings, out_dir, cache_dir, Shard.parse(shard) if shard else None)
+    typer.echo(f"extract: {result.extracted} samples, {result.frames} frames, {len(result.problems)} bad -> {out_dir}")
+
+
+def extract_merge(
+    shards: int = typer.Option(..., min=1, help="How many shards were run."),
+    params: Path = ParamsOption,
+    out_dir: Path = typer.Option(OUT_DIR, help="The --out-dir the shards wrote to."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Join the outputs of `extract --shard K/N` runs into the stage's outputs."""
+    setup_logging(verbose)
+    with user_errors():
+        result = merge_shards(load_params(params), out_dir, shards)
+    typer.echo(f"extract-merge: {result.extracted} samples from {shards} shards, {len(result.problems)} bad -> {out_dir}")
+
+
+if __name__ == "__main__":
+    standalone(extract)()

@@ -1,0 +1,60 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slrpipe.config import load_params, parse_params
+from slrpipe.errors import ParamsError
+from tests.conftest import REPO
+
+
+def test_project_params_load_and_resolve_paths():
+    params = load_params(REPO / "params.yaml")
+    assert params.dataset.source == "mp_data"
+    assert params.dataset.root == REPO / "data" / "demo"
+    assert params.extract.batch_size > 0
+
+
+def _write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_unknown_key_is_named(tmp_path):
+    path = _write(tmp_path, {"dataset": {"source": "mp_data", "root": "x"}, "extract": {"batch_sise": 4}})
+    with pytest.raises(ParamsError) as error:
+        load_params(path)
+    assert str(error.value) == f"{path}: extract.batch_sise: unknown key"
+
+
+def test_bad_value_is_named(tmp_path):
+    path = _write(tmp_path, {"dataset": {"source": "mp_data", "root": "x"}, "extract": {"batch_size": 0}})
+    with pytest.raises(ParamsError, match=r"extract\.batch_size: Input should be greater than 0"):
+        load_params(path)
+
+
+def test_bad_source_and_frame_size_are_named(tmp_path):
+    with pytest.raises(ParamsError, match=r"dataset\.source: Input should be 'wlasl'"):
+        parse_params({"dataset": {"source": "youtube", "root": "x"}})
+    with pytest.raises(ParamsError, match=r"dataset\.frame_size: Value error, width and height must be positive"):
+        parse_params({"dataset": {"source": "mp_data", "root": "x", "frame_size": [0, 480]}})
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ParamsError, match="params file not found"):
+        load_params(tmp_path / "nope.yaml")
+    path = tmp_path / "params.yaml"
+    path.write_text("dataset: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(path)
+    path.write_text("- just a list\n")
+    with pytest.raises(ParamsError, match="expected a mapping"):
+        load_params(path)
+
+
+def test_relative_checkpoint_resolved_against_params_folder(tmp_path):
+    path = _write(tmp_path, {"dataset": {"source": "mp_data", "root": "d"}, "extract": {"pose_checkpoint": "ckpt/w.pth"}})
+    params = load_params(path)
+    assert params.extract.pose_checkpoint == tmp_path / "ckpt" / "w.pth"
+    assert params.dataset.root == tmp_path / "d"

@@ -1,0 +1,54 @@
+"""The pipeline as a user runs it: `dvc repro` on a copy of the project with the demo data."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slrpipe.h5io import RaggedFile
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="dvc needs git")
+
+
+def _run(args, cwd):
+    completed = subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    return completed.stdout + completed.stderr
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    copy = tmp_path_factory.mktemp("project")
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore", "pyproject.toml"):
+        shutil.copy2(REPO / name, copy / name)
+    for folder in ("slrpipe", "stages", ".dvc", "data/demo"):
+        shutil.copytree(REPO / folder, copy / folder, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))
+    _run(["git", "init", "-q"], copy)
+    return copy
+
+
+def dvc(project: Path, *args: str) -> str:
+    return _run([sys.executable, "-m", "dvc", *args], project)
+
+
+def test_repro_then_nothing_then_only_what_changed(project):
+    first = dvc(project, "repro")
+    assert "Running stage 'extract'" in first
+    with RaggedFile(project / "data" / "extract" / "keypoints.h5") as keypoints:
+        assert len(keypoints) == 130
+        assert len(set(keypoints.column("signer"))) == 5
+
+    second = dvc(project, "repro")
+    assert "Running stage" not in second
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["extract"]["max_bad_fraction"] = 0.2
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = dvc(project, "status")
+    assert "params.yaml" in status and "modified:           extract" in status
+    third = dvc(project, "repro")
+    assert "Running stage 'extract'" in third
