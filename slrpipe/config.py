@@ -67,11 +67,73 @@ class ExtractParams(Section):
     max_bad_fraction: float = Field(default=0.1, ge=0, le=1)
 
 
+class PreprocessParams(Section):
+    """Hand/trunk crops and normalization (METHOD.md section 2), splits and label subsets."""
+
+    # Joints scored below this are zeroed and masked.
+    score_threshold: float = Field(default=0.5, ge=0, le=1)
+    # Joints scored above this define a hand's crop box ...
+    crop_score_threshold: float = Field(default=0.1, ge=0, le=1)
+    # ... a square of this many times the larger extent of those joints, centred on them ...
+    crop_scale: float = Field(default=2.2, gt=0)
+    # ... when at least this many are visible; otherwise the box is placed from the forearm:
+    crop_min_visible: int = Field(default=10, ge=1, le=21)
+    # centre = wrist + ratio x (wrist - elbow), side = ratio x |wrist - elbow|.
+    fallback_center_ratio: float = 0.4
+    fallback_side_ratio: float = Field(default=1.2, gt=0)
+    # Crop resolution; coordinates are mapped into it and divided by it, so they lie in [0, 1].
+    crop_size: int = Field(default=256, gt=0)
+    # Mirror the left hand (x -> 1 - x) so both hands look like right hands to the shared
+    # hand encoder. The authors' code does; the paper does not say so.
+    mirror_left_hand: bool = False
+    max_frames: int = Field(default=150, ge=1)
+    # Used when the dataset has no official split: `random` (class-stratified) or `signer`
+    # (no signer in two splits).
+    split: Literal["random", "signer"] = "signer"
+    val_fraction: float = Field(default=0.2, ge=0, lt=1)
+    test_fraction: float = Field(default=0.2, ge=0, lt=1)
+    # Labelled fractions of the training split for the semi-supervised protocol: seeded,
+    # class-stratified and nested (the 20 % subset lies inside the 40 % one).
+    label_fractions: tuple[float, ...] = (0.2, 0.4, 0.6)
+    seed: int = 0
+    max_bad_fraction: float = Field(default=0.1, ge=0, le=1)
+
+    @field_validator("label_fractions")
+    @classmethod
+    def _fractions(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < f <= 1 for f in value):
+            raise ValueError("each fraction must be in (0, 1]")
+        return tuple(sorted(set(value)))
+
+
+class AugmentParams(Section):
+    """Two-view augmentation of the training loader (METHOD.md sections 3-4)."""
+
+    # T': every sample is resampled to this many frames.
+    frames: int = Field(default=64, ge=2)
+    # Motion = first-order difference of the augmented joints. `backward` (paper):
+    # m_1 = 0, m_t = x_t - x_(t-1); `forward` (authors' code): m_t = x_(t+1) - x_t, last = 0.
+    motion: Literal["backward", "forward"] = "backward"
+    # Temporal random crop of length in [crop_min_ratio * T, T], at least crop_min_frames.
+    crop_min_ratio: float = Field(default=0.1, gt=0, le=1)  # the paper gives no alpha; 0.1 is the authors' value
+    crop_min_frames: int = Field(default=32, ge=1)
+    # Spatial: one random affine per view (same for hands and trunk), about each part's centre.
+    rotation_degrees: float = Field(default=15.0, ge=0)
+    scale: float = Field(default=0.2, ge=0, lt=1)  # factor in [1 - scale, 1 + scale]
+    shear: float = Field(default=0.2, ge=0)  # off-diagonal terms in [-shear, shear]
+    affine_probability: float = Field(default=1.0, ge=0, le=1)
+    # Joint mask: zero this many of the 49 joints in every frame (authors' code: 25).
+    joint_mask_count: int = Field(default=25, ge=0, le=49)
+    joint_mask_probability: float = Field(default=0.5, ge=0, le=1)
+    # Swap the hands and mirror x (left-handed signers).
+    flip_probability: float = Field(default=0.5, ge=0, le=1)
+
+
 class Params(Section):
     dataset: DatasetParams
     extract: ExtractParams = ExtractParams()
-
-    # Later stages add their sections here.
+    preprocess: PreprocessParams = PreprocessParams()
+    augment: AugmentParams = AugmentParams()
 
 
 def _format_error(error: ValidationError, source: Path) -> str:

@@ -9,9 +9,7 @@ when more than `extract.max_bad_fraction` of the samples are bad.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import logging
 import os
@@ -35,6 +33,7 @@ from slrpipe.manifest import (
     Problem,
     write_manifest_csv,
 )
+from slrpipe.reporting import check_bad_fraction, read_report, write_json, write_report
 from slrpipe.sources import build_manifest
 from slrpipe.video import iter_frame_batches, video_info
 
@@ -268,19 +267,6 @@ def _append(writer: RaggedWriter, row: ManifestRow, sample: SampleKeypoints, kee
     )
 
 
-def _report_text(problems: list[Problem]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["sample_id", "path", "problem"])
-    writer.writerows((p.sample_id, p.path, p.problem) for p in problems)
-    return buffer.getvalue()
-
-
-def read_report(path: Path) -> list[Problem]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        return [Problem(r["sample_id"], r["path"], r["problem"]) for r in csv.DictReader(handle)]
-
-
 def _attrs(params: Params, manifest: Manifest, shard: Shard | None) -> dict:
     return {
         "format": FILE_FORMAT,
@@ -318,27 +304,24 @@ def _extract_rows(extractor: Extractor, rows: list[ManifestRow], writer: RaggedW
 def _write_tables(out_dir: Path, result: ExtractResult, report_name: str = REPORT_FILE) -> None:
     write_manifest_csv(result.manifest, out_dir / MANIFEST_FILE)
     write_text_atomic(out_dir / GLOSSES_FILE, "".join(f"{gloss}\n" for gloss in result.manifest.glosses))
-    write_text_atomic(out_dir / report_name, _report_text(result.problems))
+    write_report(out_dir / report_name, result.problems)
 
 
 def _write_summary(out_dir: Path, result: ExtractResult) -> None:
-    summary = {
+    write_json(out_dir / SUMMARY_FILE, {
         "samples": result.total,
         "extracted": result.extracted,
         "bad": len(result.problems),
         "bad_fraction": round(result.bad_fraction, 6),
         "frames": result.frames,
         "classes": len(result.manifest.glosses),
-    }
-    write_text_atomic(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    })
 
 
-def _check_bad_fraction(result: ExtractResult, limit: float, report: Path) -> None:
-    if result.bad_fraction > limit:
-        raise SlrpipeError(
-            f"{len(result.problems)} of {result.total} samples are bad ({result.bad_fraction:.0%} > "
-            f"extract.max_bad_fraction {limit:.0%}); see {report}"
-        )
+def _finish(out_dir: Path, result: ExtractResult, limit: float) -> None:
+    _write_tables(out_dir, result)
+    _write_summary(out_dir, result)
+    check_bad_fraction(len(result.problems), result.total, limit, "extract.max_bad_fraction", out_dir / REPORT_FILE)
 
 
 def run_extract(params: Params, out_dir: Path, cache_dir: Path | None, shard: Shard | None = None) -> ExtractResult:
@@ -360,13 +343,11 @@ def run_extract(params: Params, out_dir: Path, cache_dir: Path | None, shard: Sh
         extracted = len(writer)
     result = ExtractResult(manifest, extracted, frames, sorted(source_problems + problems, key=lambda p: p.sample_id))
     if shard:
-        write_text_atomic(out_dir / SHARD_DIR / f"extract_report.{shard.tag}.csv", _report_text(result.problems))
+        write_report(out_dir / SHARD_DIR / f"extract_report.{shard.tag}.csv", result.problems)
         log.info("shard %s: %d extracted, %d bad; run `slrpipe extract-merge --shards %d` when all shards are done",
                  shard.tag, extracted, len(result.problems), shard.count)
         return result
-    _write_tables(out_dir, result)
-    _write_summary(out_dir, result)
-    _check_bad_fraction(result, params.extract.max_bad_fraction, out_dir / REPORT_FILE)
+    _finish(out_dir, result, params.extract.max_bad_fraction)
     return result
 
 
@@ -414,7 +395,5 @@ def merge_shards(params: Params, out_dir: Path, count: int) -> ExtractResult:
     for shard_file in shard_files:
         shard_file.close()
     result = ExtractResult(manifest, extracted, frames, sorted(problems, key=lambda p: p.sample_id))
-    _write_tables(out_dir, result)
-    _write_summary(out_dir, result)
-    _check_bad_fraction(result, params.extract.max_bad_fraction, out_dir / REPORT_FILE)
+    _finish(out_dir, result, params.extract.max_bad_fraction)
     return result

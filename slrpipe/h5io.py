@@ -122,6 +122,8 @@ class RaggedFile:
         self.path = Path(path)
         self._handle = h5py.File(self.path, "r")
         self.offsets = self._handle["samples/offsets"][:]
+        # Looking a dataset up by name costs as much as reading a short sample: do it once.
+        self._frames = {name: self._handle["frames"][name] for name in self._handle["frames"]}
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -136,11 +138,11 @@ class RaggedFile:
         self._handle.close()
 
     def has_frames(self, name: str) -> bool:
-        return f"frames/{name}" in self._handle
+        return name in self._frames
 
     def frames(self, name: str, index: int) -> np.ndarray:
         start, stop = self.offsets[index], self.offsets[index + 1]
-        return self._handle["frames"][name][start:stop]
+        return self._frames[name][start:stop]
 
     def column(self, name: str) -> list[Any] | np.ndarray:
         if name not in self._handle["samples"]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from stages import extract
+from stages import extract, preprocess
 
 app = typer.Typer(
     add_completion=False,
@@ -14,6 +14,7 @@ app = typer.Typer(
 )
 app.command("extract")(extract.extract)
 app.command("extract-merge")(extract.extract_merge)
+app.command("preprocess")(preprocess.preprocess)
 
 
 def main() -> None:

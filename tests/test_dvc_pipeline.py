@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -37,7 +38,7 @@ def dvc(project: Path, *args: str) -> str:
 
 def test_repro_then_nothing_then_only_what_changed(project):
     first = dvc(project, "repro")
-    assert "Running stage 'extract'" in first
+    assert "Running stage 'extract'" in first and "Running stage 'preprocess'" in first
     with RaggedFile(project / "data" / "extract" / "keypoints.h5") as keypoints:
         assert len(keypoints) == 130
         assert len(set(keypoints.column("signer"))) == 5
@@ -51,4 +52,11 @@ def test_repro_then_nothing_then_only_what_changed(project):
     status = dvc(project, "status")
     assert "params.yaml" in status and "modified:           extract" in status
     third = dvc(project, "repro")
-    assert "Running stage 'extract'" in third
+    assert "Running stage 'extract'" in third and "Running stage 'preprocess'" in third
+
+    params["preprocess"]["max_frames"] = 20
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    fourth = dvc(project, "repro")
+    assert "Running stage 'preprocess'" in fourth and "Running stage 'extract'" not in fourth
+    with RaggedFile(project / "data" / "preprocess" / "dataset.h5") as dataset:
+        assert max(np.diff(dataset.offsets)) == 20

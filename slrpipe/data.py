@@ -1,0 +1,107 @@
+"""The training data loader: a torch Dataset over preprocess's dataset.h5.
+
+Modes:
+- `pretrain`: two independently augmented views of each sample (contrastive pretraining);
+- `train`: one augmented view and the label (fine-tuning);
+- `eval`: the whole sequence resampled to T' frames, no randomness, and the label.
+
+Randomness comes from a generator seeded with (seed, epoch, index), so a sample's views
+depend only on those three numbers, whatever the number of workers or the order.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from slrpipe.augment import augment_view, resample, split_parts
+from slrpipe.config import AugmentParams
+from slrpipe.errors import SlrpipeError
+from slrpipe.h5io import RaggedFile
+
+Mode = Literal["pretrain", "train", "eval"]
+
+
+def _to_torch(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {key: _to_torch(value) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [_to_torch(value) for value in tree]
+    return torch.from_numpy(tree)
+
+
+class PoseDataset(Dataset):
+    def __init__(
+        self,
+        path: Path,
+        settings: AugmentParams,
+        mode: Mode = "eval",
+        split: str | None = None,
+        subset: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.path = Path(path)
+        self.settings = settings
+        self.mode = mode
+        self.seed = seed
+        self.epoch = 0
+        if not self.path.is_file():
+            raise SlrpipeError(f"{self.path} not found: run the preprocess stage first (dvc repro preprocess)")
+        with RaggedFile(self.path) as dataset:
+            splits = dataset.column("split")
+            sample_ids = dataset.column("sample_id")
+            self.labels = np.asarray(dataset.column("label"), dtype=np.int64)
+            self.glosses: list[str] = dataset.attr("glosses")
+            self.left_mirrored = bool(dataset.attr("preprocess")["mirror_left_hand"])
+            subsets: dict[str, list[str]] = dataset.attr("label_subsets")
+        chosen = range(len(sample_ids)) if split is None else [i for i, s in enumerate(splits) if s == split]
+        if subset is not None:
+            if subset not in subsets:
+                raise SlrpipeError(f"label subset {subset!r} not in {self.path} (has {', '.join(subsets) or 'none'})")
+            allowed = set(subsets[subset])
+            chosen = [i for i in chosen if sample_ids[i] in allowed]
+        self.indices = np.asarray(list(chosen), dtype=np.int64)
+        self.sample_ids = [sample_ids[i] for i in self.indices]
+        self._file: RaggedFile | None = None
+        self._pid: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def set_epoch(self, epoch: int) -> None:
+        """New augmentations each epoch, still reproducible."""
+        self.epoch = epoch
+
+    def _open(self) -> RaggedFile:
+        # HDF5 handles must not cross a fork: each worker process opens its own.
+        if self._file is None or self._pid != os.getpid():
+            self._file = RaggedFile(self.path)
+            self._pid = os.getpid()
+        return self._file
+
+    def sequence(self, position: int) -> tuple[np.ndarray, np.ndarray]:
+        """The stored (T, 49, 2) coordinates and (T, 49) mask of the position-th sample."""
+        dataset = self._open()
+        index = int(self.indices[position])
+        return dataset.frames("coords", index).astype(np.float64), dataset.frames("mask", index)
+
+    def __getitem__(self, position: int) -> dict[str, Any]:
+        coords, mask = self.sequence(position)
+        label = torch.tensor(self.labels[self.indices[position]])
+        if self.mode == "eval":
+            view = split_parts(*resample(coords, mask, 0, len(coords), self.settings.frames), self.settings.motion)
+            return {"view": _to_torch(view), "label": label, "index": torch.tensor(position)}
+        rng = np.random.default_rng([self.seed, self.epoch, position])
+        count = 2 if self.mode == "pretrain" else 1
+        views = [
+            split_parts(*augment_view(coords, mask, rng, self.settings, self.left_mirrored), self.settings.motion)
+            for _ in range(count)
+        ]
+        if self.mode == "pretrain":
+            return {"views": _to_torch(views), "label": label, "index": torch.tensor(position)}
+        return {"view": _to_torch(views[0]), "label": label, "index": torch.tensor(position)}

@@ -1,0 +1,193 @@
+"""Hand and trunk normalization (METHOD.md section 2): pixel keypoints -> model coordinates.
+
+Per frame, each hand is cropped with a square box around its confident joints (or, when
+too few are visible, a box placed along the forearm), mapped into a crop_size x crop_size
+image and divided by crop_size, so hand coordinates lie in [0, 1] of their crop. The trunk
+is divided by the frame size. Joints scored below `score_threshold` are zeroed and masked;
+frames in which neither hand is found are dropped; long sequences are subsampled uniformly.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from slrpipe import joints
+from slrpipe.config import Params, PreprocessParams
+from slrpipe.errors import SampleError, SlrpipeError
+from slrpipe.h5io import RaggedFile, RaggedWriter
+from slrpipe.manifest import SPLITS, Problem
+from slrpipe.reporting import check_bad_fraction, write_json, write_report
+from slrpipe.splits import assign_splits, label_subsets
+
+log = logging.getLogger(__name__)
+
+HANDS = (  # (slice of the 49 joints, trunk elbow, trunk wrist)
+    (joints.LEFT_HAND, joints.LEFT_ELBOW, joints.LEFT_WRIST),
+    (joints.RIGHT_HAND, joints.RIGHT_ELBOW, joints.RIGHT_WRIST),
+)
+
+
+@dataclass
+class NormalizedSample:
+    coords: np.ndarray  # (T, 49, 2) float32: trunk / frame size, hands in [0, 1] of their crop
+    mask: np.ndarray  # (T, 49) bool: joint confidently detected (coordinates are zero where False)
+    hand_boxes: np.ndarray  # (T, 2, 3) float32: left, right box as (centre x, centre y, side) in pixels; side 0 = none
+    frame_index: np.ndarray  # (T,) int64: the original frame each kept frame came from
+
+
+def hand_boxes(keypoints: np.ndarray, settings: PreprocessParams) -> np.ndarray:
+    """(T, 49, 3) pixel keypoints -> (T, 2, 3) left/right square boxes (cx, cy, side); side 0 = no box."""
+    boxes = np.zeros((len(keypoints), 2, 3), dtype=np.float64)
+    scores = keypoints[..., 2]
+    for side_index, (hand, elbow, wrist) in enumerate(HANDS):
+        xy = keypoints[:, hand, :2].astype(np.float64)
+        visible = scores[:, hand] > settings.crop_score_threshold
+        low = np.where(visible[..., None], xy, np.inf).min(axis=1)
+        high = np.where(visible[..., None], xy, -np.inf).max(axis=1)
+        enough = visible.sum(axis=1) >= settings.crop_min_visible
+        with np.errstate(invalid="ignore"):
+            extent = np.where(enough, (high - low).max(axis=1), 0.0)
+            centre = np.where(enough[:, None], (high + low) / 2, 0.0)
+        side = settings.crop_scale * extent
+
+        # Too few hand joints (or all in one point): place the box along the forearm.
+        forearm_ok = (scores[:, elbow] >= settings.score_threshold) & (scores[:, wrist] >= settings.score_threshold)
+        forearm = keypoints[:, wrist, :2] - keypoints[:, elbow, :2]
+        fallback_side = settings.fallback_side_ratio * np.linalg.norm(forearm, axis=1)
+        fallback_centre = keypoints[:, wrist, :2] + settings.fallback_center_ratio * forearm
+        use_fallback = (side <= 0) & forearm_ok & (fallback_side > 0)
+        boxes[:, side_index, :2] = np.where(use_fallback[:, None], fallback_centre, centre)
+        boxes[:, side_index, 2] = np.where(use_fallback, fallback_side, side)
+    return boxes
+
+
+def normalize(keypoints: np.ndarray, frame_size: tuple[int, int], settings: PreprocessParams) -> NormalizedSample:
+    """Normalize one sample's (T, 49, 3) pixel keypoints; raises SampleError when no frame has a hand."""
+    keypoints = np.asarray(keypoints, dtype=np.float64)
+    mask = keypoints[..., 2] >= settings.score_threshold
+    coords = np.zeros(keypoints.shape[:2] + (2,), dtype=np.float64)
+    coords[:, joints.TRUNK] = keypoints[:, joints.TRUNK, :2] / np.asarray(frame_size, dtype=np.float64)
+
+    boxes = hand_boxes(keypoints, settings)
+    for side_index, (hand, _, _) in enumerate(HANDS):
+        centre, side = boxes[:, side_index, None, :2], boxes[:, side_index, None, 2:]
+        has_box = side[:, 0, 0] > 0
+        origin = centre - side / 2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # Into the crop resized to crop_size pixels, then divided by crop_size.
+            in_crop = (keypoints[:, hand, :2] - origin) * (settings.crop_size / side) / settings.crop_size
+        coords[:, hand] = np.where(has_box[:, None, None], in_crop, 0.0)
+        mask[:, hand] &= has_box[:, None]
+    if settings.mirror_left_hand:
+        coords[:, joints.LEFT_HAND, 0] = 1.0 - coords[:, joints.LEFT_HAND, 0]
+
+    hand_found = mask[:, joints.LEFT_HAND].any(axis=1) | mask[:, joints.RIGHT_HAND].any(axis=1)
+    kept = np.flatnonzero(hand_found)
+    if kept.size == 0:
+        raise SampleError("no frame in which a hand is found")
+    if kept.size > settings.max_frames:
+        kept = kept[np.round(np.linspace(0, kept.size - 1, settings.max_frames)).astype(np.int64)]
+    coords, mask, boxes = coords[kept], mask[kept], boxes[kept]
+    coords[~mask] = 0.0
+    return NormalizedSample(coords.astype(np.float32), mask, boxes.astype(np.float32), kept.astype(np.int64))
+
+
+# ---- the stage -----------------------------------------------------------------------------
+FILE_FORMAT = "slrpipe.dataset/1"
+DATASET_FILE = "dataset.h5"
+SUBSETS_FILE = "label_subsets.json"
+REPORT_FILE = "preprocess_report.csv"
+SUMMARY_FILE = "preprocess_summary.json"
+
+
+def subset_key(fraction: float) -> str:
+    """'0.2' -> the name a label subset is saved under (percent, as the paper writes it)."""
+    return f"{round(fraction * 100):d}%"
+
+
+@dataclass
+class PreprocessResult:
+    written: int
+    frames: int
+    problems: list[Problem]
+    split_counts: dict[str, int]
+    subsets: dict[str, list[str]]
+
+
+def run_preprocess(params: Params, keypoints_path: Path, out_dir: Path) -> PreprocessResult:
+    """Normalize every extracted sample into `out_dir/dataset.h5`, with splits and label subsets."""
+    settings = params.preprocess
+    if not keypoints_path.is_file():
+        raise SlrpipeError(f"{keypoints_path} not found: run the extract stage first (dvc repro extract)")
+    with RaggedFile(keypoints_path) as source:
+        columns = {name: source.column(name) for name in ("sample_id", "path", "gloss", "label", "signer", "split", "frame_size")}
+        glosses = source.attr("glosses")
+        labels = [int(label) for label in columns["label"]]
+        # Splits and subsets are drawn over every extracted sample before normalizing, so a
+        # sample that fails here does not move any other sample to another split.
+        splits = assign_splits(labels, columns["signer"], columns["split"], settings.split,
+                               settings.val_fraction, settings.test_fraction, settings.seed)
+        train = [i for i, split in enumerate(splits) if split == "train"]
+        subset_indices = label_subsets(train, labels, settings.label_fractions, settings.seed)
+
+        problems: list[Problem] = []
+        kept: set[str] = set()
+        frames = 0
+        specs = {
+            "coords": ((joints.NUM_JOINTS, 2), np.float32),
+            "mask": ((joints.NUM_JOINTS,), np.bool_),
+            "hand_boxes": ((2, 3), np.float32),
+            "frame_index": ((), np.int64),
+        }
+        with RaggedWriter(out_dir / DATASET_FILE, specs) as writer:
+            for index in tqdm(range(len(source)), desc="preprocess", unit="sample", dynamic_ncols=True):
+                sample_id = columns["sample_id"][index]
+                size = tuple(int(v) for v in columns["frame_size"][index])
+                try:
+                    sample = normalize(source.frames("keypoints", index), size, settings)
+                except SampleError as error:
+                    problems.append(Problem(sample_id, columns["path"][index], str(error)))
+                    log.warning("skipped %s: %s", sample_id, error)
+                    continue
+                writer.append(
+                    {"coords": sample.coords, "mask": sample.mask, "hand_boxes": sample.hand_boxes, "frame_index": sample.frame_index},
+                    sample_id=sample_id,
+                    label=labels[index],
+                    gloss=columns["gloss"][index],
+                    signer=columns["signer"][index],
+                    split=splits[index],
+                    source=columns["path"][index],
+                    frame_size=np.asarray(size, dtype=np.int64),
+                )
+                kept.add(sample_id)
+                frames += len(sample.coords)
+            subsets = {
+                subset_key(fraction): [columns["sample_id"][i] for i in indices if columns["sample_id"][i] in kept]
+                for fraction, indices in subset_indices.items()
+            }
+            writer.attrs.update(
+                format=FILE_FORMAT,
+                glosses=glosses,
+                preprocess=settings.model_dump(mode="json"),
+                label_subsets=subsets,
+                source=str(keypoints_path),
+            )
+            written = len(writer)
+    split_counts = {name: sum(1 for i, s in enumerate(splits) if s == name and columns["sample_id"][i] in kept) for name in SPLITS}
+    write_json(out_dir / SUBSETS_FILE, subsets)
+    write_report(out_dir / REPORT_FILE, problems)
+    total = written + len(problems)
+    write_json(out_dir / SUMMARY_FILE, {
+        "samples": written,
+        "bad": len(problems),
+        "frames": frames,
+        **{f"{name}_samples": count for name, count in split_counts.items()},
+        **{f"labelled_{key}": len(ids) for key, ids in subsets.items()},
+    })
+    check_bad_fraction(len(problems), total, settings.max_bad_fraction, "preprocess.max_bad_fraction", out_dir / REPORT_FILE)
+    return PreprocessResult(written, frames, problems, split_counts, subsets)

@@ -1,0 +1,32 @@
+"""Stage `preprocess`: keypoints -> normalized hand/trunk dataset with splits (data/preprocess/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from slrpipe.config import load_params
+from slrpipe.preprocess import run_preprocess
+from stages.common import ParamsOption, setup_logging, standalone, user_errors
+
+KEYPOINTS = Path("data/extract/keypoints.h5")
+OUT_DIR = Path("data/preprocess")
+
+
+def preprocess(
+    params: Path = ParamsOption,
+    keypoints: Path = typer.Option(KEYPOINTS, help="The extract stage's keypoints file."),
+    out_dir: Path = typer.Option(OUT_DIR, help="Where dataset.h5, label subsets and the report go."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Crop and normalize hands and trunk, assign splits and semi-supervised label subsets."""
+    setup_logging(verbose)
+    with user_errors():
+        result = run_preprocess(load_params(params), keypoints, out_dir)
+    splits = ", ".join(f"{name} {count}" for name, count in result.split_counts.items())
+    typer.echo(f"preprocess: {result.written} samples ({splits}), {result.frames} frames, {len(result.problems)} bad -> {out_dir}")
+
+
+if __name__ == "__main__":
+    standalone(preprocess)()

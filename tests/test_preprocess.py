@@ -1,0 +1,114 @@
+"""Crop geometry, thresholds and frame selection on hand-made keypoints (METHOD.md section 2)."""
+
+import numpy as np
+import pytest
+
+from slrpipe import joints
+from slrpipe.config import PreprocessParams
+from slrpipe.errors import SampleError
+from slrpipe.preprocess import hand_boxes, normalize
+
+SETTINGS = PreprocessParams()
+FRAME = (640, 480)
+
+
+def _frame(left_hand=None, right_hand=None, hand_score=0.9) -> np.ndarray:
+    """One frame of (49, 3) pixel keypoints: a fixed trunk, hands from (21, 2) arrays or absent."""
+    frame = np.zeros((49, 3))
+    frame[joints.TRUNK] = [[320, 100, 1], [400, 200, 1], [420, 300, 1], [430, 380, 1], [240, 200, 1], [220, 300, 1], [210, 380, 1]]
+    for part, hand in ((joints.LEFT_HAND, left_hand), (joints.RIGHT_HAND, right_hand)):
+        if hand is not None:
+            frame[part, :2] = hand
+            frame[part, 2] = hand_score
+    return frame
+
+
+def _square_hand(x0, y0, width, height) -> np.ndarray:
+    """21 joints spread over the rectangle [x0, x0 + width] x [y0, y0 + height], corners included."""
+    xs = np.linspace(x0, x0 + width, 21)
+    ys = np.linspace(y0, y0 + height, 21)
+    return np.stack([xs, ys], axis=1)
+
+
+def test_box_is_2_2_times_the_larger_extent_centred_on_the_joints():
+    hand = _square_hand(100, 200, 40, 20)  # extent 40 x 20, centre (120, 210)
+    boxes = hand_boxes(_frame(right_hand=hand)[None], SETTINGS)
+    np.testing.assert_allclose(boxes[0, 1], [120, 210, 2.2 * 40])
+    np.testing.assert_allclose(boxes[0, 0, 2], 1.2 * np.hypot(10, 80))  # no left hand: forearm fallback
+
+
+def test_mapping_into_the_crop():
+    hand = _square_hand(100, 200, 40, 20)
+    sample = normalize(_frame(right_hand=hand)[None], FRAME, SETTINGS)
+    right = sample.coords[0, joints.RIGHT_HAND]
+    side = 2.2 * 40
+    # The box centre maps to the crop centre; a joint at x0 maps to 0.5 - 20 / side.
+    np.testing.assert_allclose(right[10], [0.5, 0.5], atol=1e-6)
+    np.testing.assert_allclose(right[0], [0.5 - 20 / side, 0.5 - 10 / side], atol=1e-6)
+    np.testing.assert_allclose(right[20], [0.5 + 20 / side, 0.5 + 10 / side], atol=1e-6)
+    # The trunk is divided by the frame size.
+    np.testing.assert_allclose(sample.coords[0, 3], [430 / 640, 380 / 480], atol=1e-6)
+
+
+def test_fallback_box_from_the_forearm_when_few_joints_are_visible():
+    hand = _square_hand(100, 200, 40, 20)
+    frame = _frame(left_hand=hand)
+    frame[joints.LEFT_HAND.start + 9 : joints.LEFT_HAND.stop, 2] = 0.05  # only 9 joints above 0.1
+    boxes = hand_boxes(frame[None], SETTINGS)
+    elbow, wrist = np.array([420.0, 300.0]), np.array([430.0, 380.0])
+    forearm = wrist - elbow
+    np.testing.assert_allclose(boxes[0, 0, :2], wrist + 0.4 * forearm)
+    np.testing.assert_allclose(boxes[0, 0, 2], 1.2 * np.linalg.norm(forearm))
+
+
+def test_no_box_without_hand_joints_or_forearm():
+    frame = _frame(right_hand=_square_hand(100, 200, 40, 20))
+    frame[joints.LEFT_ELBOW, 2] = 0.2  # left forearm not confident, left hand absent
+    boxes = hand_boxes(frame[None], SETTINGS)
+    assert boxes[0, 0, 2] == 0
+
+
+def test_left_hand_mirroring():
+    hand = _square_hand(100, 200, 40, 20)
+    plain = normalize(_frame(left_hand=hand)[None], FRAME, SETTINGS)
+    mirrored = normalize(_frame(left_hand=hand)[None], FRAME, SETTINGS.model_copy(update={"mirror_left_hand": True}))
+    np.testing.assert_allclose(mirrored.coords[0, joints.LEFT_HAND, 0], 1 - plain.coords[0, joints.LEFT_HAND, 0], atol=1e-6)
+    np.testing.assert_array_equal(mirrored.coords[0, joints.LEFT_HAND, 1], plain.coords[0, joints.LEFT_HAND, 1])
+    np.testing.assert_array_equal(mirrored.coords[0, joints.RIGHT_HAND], plain.coords[0, joints.RIGHT_HAND])
+
+
+def test_score_thresholds():
+    hand = _square_hand(100, 200, 40, 20)
+    frame = _frame(right_hand=hand)
+    first = joints.RIGHT_HAND.start
+    frame[first, 2] = 0.49  # below 0.5: zeroed and masked, but still inside the crop box (> 0.1)
+    frame[first + 1, 2] = 0.5  # exactly 0.5: kept
+    frame[1, 2] = 0.3  # left shoulder below 0.5
+    sample = normalize(frame[None], FRAME, SETTINGS)
+    assert not sample.mask[0, first] and np.all(sample.coords[0, first] == 0)
+    assert sample.mask[0, first + 1]
+    assert not sample.mask[0, 1] and np.all(sample.coords[0, 1] == 0)
+    np.testing.assert_allclose(hand_boxes(frame[None], SETTINGS)[0, 1], [120, 210, 88])  # box unchanged
+
+
+def test_frames_without_hands_are_dropped_and_remembered():
+    hand = _square_hand(100, 200, 40, 20)
+    frames = np.stack([_frame(), _frame(right_hand=hand), _frame(), _frame(left_hand=hand), _frame()])
+    for index in (0, 2, 4):
+        frames[index, joints.LEFT_ELBOW, 2] = frames[index, joints.RIGHT_ELBOW, 2] = 0  # no fallback box either
+    sample = normalize(frames, FRAME, SETTINGS)
+    assert sample.frame_index.tolist() == [1, 3]
+    assert sample.mask[0, joints.RIGHT_HAND].all() and not sample.mask[0, joints.LEFT_HAND].any()
+    with pytest.raises(SampleError, match="no frame in which a hand is found"):
+        normalize(frames[[0, 2]], FRAME, SETTINGS)
+
+
+def test_long_sequences_are_subsampled_uniformly_keeping_both_ends():
+    hand = _square_hand(100, 200, 40, 20)
+    frames = np.stack([_frame(right_hand=hand)] * 400)
+    sample = normalize(frames, FRAME, SETTINGS)
+    assert len(sample.coords) == 150
+    assert sample.frame_index[0] == 0 and sample.frame_index[-1] == 399
+    assert np.all(np.diff(sample.frame_index) > 0)
+    steps = np.diff(sample.frame_index)
+    assert steps.max() - steps.min() <= 1
