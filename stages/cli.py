@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from stages import extract, preprocess
+from stages import extract, preprocess, pretrain, show
 
 app = typer.Typer(
     add_completion=False,
@@ -15,6 +15,8 @@ app = typer.Typer(
 app.command("extract")(extract.extract)
 app.command("extract-merge")(extract.extract_merge)
 app.command("preprocess")(preprocess.preprocess)
+app.command("pretrain")(pretrain.pretrain)
+app.command("show")(show.show)
 
 
 def main() -> None:
