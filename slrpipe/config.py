@@ -129,11 +129,103 @@ class AugmentParams(Section):
     flip_probability: float = Field(default=0.5, ge=0, le=1)
 
 
+class ModelSize(Section):
+    """Widths and depths of one encoder (METHOD.md section 5)."""
+
+    joint_channels: tuple[int, ...] = (128, 128, 256)  # per-joint GCN layers
+    part_channels: tuple[int, ...] = (512, 512)  # part-graph GCN layers; the last is the feature width
+    temporal_blocks: int = Field(default=2, ge=0)  # temporal convolutions before the Transformers
+    temporal_kernel: int = Field(default=7, ge=1)
+    hand_layers: int = Field(default=3, ge=1)  # Transformer over (right || left) hand tokens
+    hand_heads: int = Field(default=8, ge=1)
+    hand_ff: int = Field(default=1536, ge=1)
+    trunk_layers: int = Field(default=3, ge=1)
+    trunk_heads: int = Field(default=8, ge=1)
+    trunk_ff: int = Field(default=1024, ge=1)
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    head_hidden: int = Field(default=512, ge=1)  # pretraining MLP head: width -> hidden -> ReLU -> head_dim
+    head_dim: int = Field(default=128, ge=1)
+
+    @property
+    def width(self) -> int:
+        return self.part_channels[-1]
+
+
+class ModelParams(Section):
+    size: str = "small"
+    sizes: dict[str, ModelSize] = {"paper": ModelSize()}
+
+    @field_validator("sizes")
+    @classmethod
+    def _heads_divide(cls, sizes: dict[str, ModelSize]) -> dict[str, ModelSize]:
+        for name, size in sizes.items():
+            if (2 * size.width) % size.hand_heads or size.width % size.trunk_heads:
+                raise ValueError(f"{name}: the feature width must be divisible by the number of heads")
+        return sizes
+
+    @property
+    def chosen(self) -> ModelSize:
+        return self.sizes[self.size]
+
+
+class PretrainParams(Section):
+    """Dual-branch contrastive pretraining (METHOD.md section 6). Paper's form by default;
+    each `# authors:` comment names the switch that gives the authors' code's form."""
+
+    # Ablations (Tables VII-XI): which branches, parts and loss terms are trained.
+    branches: Literal["both", "joint", "motion"] = "both"
+    parts: Literal["both", "hand", "trunk"] = "both"
+    use_consistency: bool = True
+    use_knowledge_transfer: bool = True
+    transfer_joint_to_motion: bool = True  # per direction (Table VIII)
+    transfer_motion_to_joint: bool = True
+    lambda_joint: float = Field(default=0.5, ge=0)  # authors: 1.0 (every term weighted 1)
+    lambda_motion: float = Field(default=0.5, ge=0)  # authors: 1.0
+    # Consistency: `softmax` = Eq. 3 (softmax over the embedding dimension);
+    # authors: `neighbour` (cross-part KL on bank neighbours).
+    consistency_form: Literal["softmax", "neighbour"] = "softmax"
+    neighbour_top_k: int = Field(default=1024, ge=1)
+    neighbour_tau_teacher: float = Field(default=0.05, gt=0)
+    neighbour_tau_student: float = Field(default=0.1, gt=0)
+    # Knowledge-transfer anchors: `part_sum` = hand bank + trunk bank (paper);
+    # authors: `global` (a third MLP head on the summed feature, with its own banks, also contrasted).
+    transfer_anchors: Literal["part_sum", "global"] = "part_sum"
+    bank_size: int = Field(default=16384, ge=1)  # authors: 16384 global, part banks part_bank_size
+    part_bank_size: int = Field(default=8192, ge=1)  # only with transfer_anchors: global
+    transfer_top_k: int = Field(default=8192, ge=1)  # K
+    tau_contrast: float = Field(default=0.07, gt=0)
+    tau_consistency: float = Field(default=0.1, gt=0)
+    tau_teacher: float = Field(default=0.05, gt=0)
+    tau_student: float = Field(default=0.1, gt=0)
+    momentum: float = Field(default=0.99, ge=0, le=1)  # key encoder EMA; authors: 0.999
+    # Several GPUs: gather keys from every rank before enqueueing, so each bank sees the
+    # global batch. authors: false (per-GPU banks).
+    gather_keys: bool = True
+
+    # Optimisation
+    epochs: int = Field(default=150, ge=1)
+    batch_size: int = Field(default=64, ge=1)  # per GPU
+    lr: float = Field(default=0.01, gt=0)
+    sgd_momentum: float = Field(default=0.9, ge=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    lr_steps: tuple[int, ...] = (50, 100)  # lr x lr_gamma at these epochs; authors: (100,)
+    lr_gamma: float = Field(default=0.1, gt=0)
+    seed: int = 0
+    num_workers: int = Field(default=2, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    bf16: bool = True  # autocast on GPU
+    # kNN accuracy of the query encoders' features on the validation split, every few epochs.
+    knn_every: int = Field(default=5, ge=1)
+    knn_neighbours: int = Field(default=20, ge=1)
+
+
 class Params(Section):
     dataset: DatasetParams
     extract: ExtractParams = ExtractParams()
     preprocess: PreprocessParams = PreprocessParams()
     augment: AugmentParams = AugmentParams()
+    model: ModelParams = ModelParams(size="paper")
+    pretrain: PretrainParams = PretrainParams()
 
 
 def _format_error(error: ValidationError, source: Path) -> str:
@@ -152,6 +244,8 @@ def parse_params(data: object, source: Path = DEFAULT_PARAMS) -> Params:
         params = Params.model_validate(data)
     except ValidationError as error:
         raise ParamsError(_format_error(error, source)) from None
+    if params.model.size not in params.model.sizes:
+        raise ParamsError(f"{source}: model.size: {params.model.size!r} is not one of model.sizes ({', '.join(params.model.sizes)})")
     # Resolve relative paths against the params file's folder, so stages run from anywhere.
     base = source.resolve().parent
     dataset = params.dataset

@@ -69,3 +69,7 @@ HAND_PARTS = HAND_FINGERS + ((0,) + tuple(finger[0] for finger in HAND_FINGERS),
 
 TRUNK_EDGES = ((0, 1), (0, 4), (1, 2), (2, 3), (4, 5), (5, 6))
 TRUNK_PARTS = ((1, 2, 3), (4, 5, 6), (0,))  # left arm, right arm, nose
+
+# Graphs over the parts themselves (the second GCN stage pools joints into parts first).
+HAND_PART_EDGES = tuple((5, finger) for finger in range(5))  # palm to every finger
+TRUNK_PART_EDGES = ((2, 0), (2, 1))  # nose to each arm

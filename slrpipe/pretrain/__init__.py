@@ -1,0 +1,1 @@
+"""Dual-branch contrastive pretraining (METHOD.md section 6)."""

@@ -1,0 +1,159 @@
+"""The whole pretraining method in one module: query/key encoders per modality, their MLP
+heads, the memory banks and every loss term (METHOD.md section 6)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn import functional as F
+
+from slrpipe import losses
+from slrpipe.config import ModelSize, PretrainParams
+from slrpipe.model import SignEncoder
+from slrpipe.pretrain.queue import KeyQueue
+
+MODALITIES = ("joint", "motion")
+
+
+def modalities_of(settings: PretrainParams) -> tuple[str, ...]:
+    return MODALITIES if settings.branches == "both" else (settings.branches,)
+
+
+def parts_of(settings: PretrainParams) -> tuple[str, ...]:
+    return ("hand", "trunk") if settings.parts == "both" else (settings.parts,)
+
+
+class Projector(nn.Sequential):
+    """The pretraining head: width -> hidden -> ReLU -> head_dim."""
+
+    def __init__(self, size: ModelSize) -> None:
+        super().__init__(nn.Linear(size.width, size.head_hidden), nn.ReLU(inplace=True), nn.Linear(size.head_hidden, size.head_dim))
+
+
+class Branch(nn.Module):
+    """One modality's encoder with an MLP head on each output, giving L2-normalized embeddings."""
+
+    def __init__(self, size: ModelSize, global_head: bool) -> None:
+        super().__init__()
+        self.encoder = SignEncoder(size)
+        self.heads = nn.ModuleDict({"hand": Projector(size), "trunk": Projector(size)})
+        if global_head:  # authors' form: a third head on f_hand + f_trunk
+            self.heads["global"] = Projector(size)
+
+    def forward(self, coords: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        f_hand, f_trunk = self.encoder(coords, masks)
+        features = {"hand": f_hand, "trunk": f_trunk, "global": f_hand + f_trunk}
+        return {name: F.normalize(head(features[name]), dim=1) for name, head in self.heads.items()}
+
+
+def gather(keys: torch.Tensor) -> torch.Tensor:
+    """Keys of every rank, concatenated (identity without torch.distributed)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return keys
+    parts = [torch.empty_like(keys) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, keys.contiguous())
+    return torch.cat(parts)
+
+
+class Pretrainer(nn.Module):
+    """Call with two augmented views from the loader; returns every loss term and the total."""
+
+    def __init__(self, size: ModelSize, settings: PretrainParams) -> None:
+        super().__init__()
+        self.settings = settings
+        self.modalities = modalities_of(settings)
+        self.parts = parts_of(settings)
+        global_head = settings.transfer_anchors == "global"
+        self.query = nn.ModuleDict({m: Branch(size, global_head) for m in self.modalities})
+        self.key = copy.deepcopy(self.query)
+        for parameter in self.key.parameters():
+            parameter.requires_grad_(False)
+        self.key.load_state_dict(self.query.state_dict())
+        # One bank per modality and part (paper); the authors' form adds a global bank and
+        # keeps the part banks smaller.
+        part_bank = settings.part_bank_size if global_head else settings.bank_size
+        banks = {f"{m}_{p}": KeyQueue(part_bank, size.head_dim) for m in self.modalities for p in ("hand", "trunk")}
+        if global_head:
+            banks.update({f"{m}_global": KeyQueue(settings.bank_size, size.head_dim) for m in self.modalities})
+        self.banks = nn.ModuleDict(banks)
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        """key <- m * key + (1 - m) * query, over all parameters at once."""
+        m = self.settings.momentum
+        key_params = list(self.key.parameters())
+        torch._foreach_mul_(key_params, m)
+        torch._foreach_add_(key_params, list(self.query.parameters()), alpha=1 - m)
+
+    def bank(self, modality: str, part: str) -> torch.Tensor:
+        return self.banks[f"{modality}_{part}"].keys.clone()
+
+    def anchors(self, modality: str) -> torch.Tensor:
+        """Knowledge-transfer anchors S: hand bank + trunk bank (paper) or the global bank."""
+        if self.settings.transfer_anchors == "global":
+            return self.bank(modality, "global")
+        return sum(self.bank(modality, part) for part in self.parts)
+
+    def total_embedding(self, embeddings: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.settings.transfer_anchors == "global":
+            return embeddings["global"]
+        return sum(embeddings[part] for part in self.parts)
+
+    def forward(self, view_q: dict, view_k: dict) -> dict[str, torch.Tensor]:
+        s = self.settings
+        query = {m: self.query[m](view_q[m], view_q["mask"]) for m in self.modalities}
+        with torch.no_grad():
+            self.momentum_update()
+            key = {m: self.key[m](view_k[m], view_k["mask"]) for m in self.modalities}
+
+        terms: dict[str, torch.Tensor] = {}
+        contrasted = self.parts + (("global",) if s.transfer_anchors == "global" else ())
+        for m in self.modalities:
+            terms[f"contrast_{m}"] = sum(
+                losses.info_nce(query[m][p], key[m][p], self.bank(m, p), s.tau_contrast) for p in contrasted
+            )
+            if s.use_consistency and self.parts == ("hand", "trunk"):
+                q, k = query[m], key[m]
+                if s.consistency_form == "softmax":
+                    terms[f"consistency_{m}"] = losses.part_consistency(q["hand"], q["trunk"], k["hand"], k["trunk"], s.tau_consistency)
+                else:
+                    terms[f"consistency_{m}"] = losses.neighbour_consistency(
+                        q["hand"], q["trunk"], k["hand"], k["trunk"], self.bank(m, "hand"), self.bank(m, "trunk"),
+                        s.neighbour_top_k, s.neighbour_tau_teacher, s.neighbour_tau_student,
+                    )
+        if s.use_knowledge_transfer and len(self.modalities) == 2:
+            directions = [("joint", "motion")] * s.transfer_joint_to_motion + [("motion", "joint")] * s.transfer_motion_to_joint
+            for teacher, student in directions:
+                terms[f"transfer_{teacher}_to_{student}"] = losses.knowledge_transfer(
+                    self.total_embedding(key[teacher]), self.anchors(teacher),
+                    self.total_embedding(query[student]), self.anchors(student),
+                    s.transfer_top_k, s.tau_teacher, s.tau_student,
+                )
+
+        transfer = [value for name, value in terms.items() if name.startswith("transfer_")]
+        total = losses.total_loss(
+            terms.get("contrast_joint"), terms.get("consistency_joint"),
+            terms.get("contrast_motion"), terms.get("consistency_motion"),
+            sum(transfer) if transfer else None,
+            lambda_joint=s.lambda_joint, lambda_motion=s.lambda_motion,
+        )
+        terms["total"] = total
+
+        # Enqueue after the losses used the banks: this batch's keys are negatives from the next step on.
+        for m in self.modalities:
+            for part, embedding in key[m].items():
+                if f"{m}_{part}" in self.banks:
+                    self.banks[f"{m}_{part}"].enqueue(gather(embedding) if s.gather_keys else embedding)
+        return terms
+
+    @torch.no_grad()
+    def features(self, view: dict) -> torch.Tensor:
+        """Query encoders' sequence features f = f_hand + f_trunk, concatenated over modalities (kNN monitor)."""
+        out = []
+        for m in self.modalities:
+            f_hand, f_trunk = self.query[m].encoder(view[m], view["mask"])
+            out.append(F.normalize(sum({"hand": f_hand, "trunk": f_trunk}[p] for p in self.parts), dim=1))
+        return torch.cat(out, dim=1)

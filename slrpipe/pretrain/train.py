@@ -1,0 +1,177 @@
+"""The pretraining loop: SGD with a step schedule, bf16 autocast on GPU, DDP under torchrun,
+a kNN monitor, a checkpoint every epoch, resume, and dvclive metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from slrpipe.config import Params
+from slrpipe.data import PoseDataset
+from slrpipe.errors import SlrpipeError
+from slrpipe.knn import knn_accuracy
+from slrpipe.pretrain.model import Pretrainer
+from slrpipe.runtime import Runtime, fingerprint, load_checkpoint, save_checkpoint, start, stop
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class PretrainResult:
+    epochs_run: int
+    last_metrics: dict[str, float]
+    checkpoint: Path
+
+
+def _to(tree, device: torch.device):
+    if isinstance(tree, dict):
+        return {key: _to(value, device) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [_to(value, device) for value in tree]
+    return tree.to(device, non_blocking=True)
+
+
+def settings_fingerprint(params: Params) -> str:
+    return fingerprint(params.pretrain, params.model.chosen, params.augment)
+
+
+@torch.no_grad()
+def embed(model: Pretrainer, dataset: PoseDataset, device: torch.device, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    model.eval()
+    features, labels = [], []
+    for batch in DataLoader(dataset, batch_size=batch_size):
+        features.append(model.features(_to(batch["view"], device)).float().cpu())
+        labels.append(batch["label"])
+    model.train()
+    return torch.cat(features), torch.cat(labels)
+
+
+def knn_monitor(model: Pretrainer, params: Params, dataset_path: Path, device: torch.device) -> float | None:
+    """kNN accuracy of validation samples against training samples (both un-augmented)."""
+    settings = params.pretrain
+    bank = PoseDataset(dataset_path, params.augment, "eval", split="train")
+    probe = PoseDataset(dataset_path, params.augment, "eval", split="val")
+    if len(probe) == 0:
+        probe = PoseDataset(dataset_path, params.augment, "eval", split="test")
+    if len(bank) == 0 or len(probe) == 0:
+        return None
+    train_x, train_y = embed(model, bank, device, settings.batch_size)
+    test_x, test_y = embed(model, probe, device, settings.batch_size)
+    return knn_accuracy(train_x, train_y, test_x, test_y, settings.knn_neighbours, len(bank.glosses))
+
+
+def run_pretrain(params: Params, dataset_path: Path, out_dir: Path, live_dir: Path | None, resume: bool,
+                 epochs: int | None = None) -> PretrainResult:
+    """Pretrain for params.pretrain.epochs (or `epochs`, to stop early as if interrupted)."""
+    settings = params.pretrain
+    runtime = start(settings.device)
+    try:
+        return _train(params, dataset_path, out_dir, live_dir, resume, runtime, epochs)
+    finally:
+        stop(runtime)
+
+
+def _train(params: Params, dataset_path: Path, out_dir: Path, live_dir: Path | None, resume: bool,
+           runtime: Runtime, stop_after: int | None) -> PretrainResult:
+    settings = params.pretrain
+    torch.manual_seed(settings.seed)
+    dataset = PoseDataset(dataset_path, params.augment, "pretrain", split="train", seed=settings.seed)
+    if len(dataset) == 0:
+        raise SlrpipeError(f"{dataset_path} has no training samples")
+    sampler = DistributedSampler(dataset, num_replicas=runtime.world_size, rank=runtime.rank, shuffle=True, seed=settings.seed)
+    loader = DataLoader(dataset, batch_size=settings.batch_size, sampler=sampler, num_workers=settings.num_workers,
+                        pin_memory=runtime.device.type == "cuda", persistent_workers=settings.num_workers > 0)
+
+    model = Pretrainer(params.model.chosen, settings).to(runtime.device)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=settings.lr,
+                                momentum=settings.sgd_momentum, weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(settings.lr_steps), gamma=settings.lr_gamma)
+    checkpoint_path = out_dir / CHECKPOINT
+    expected = settings_fingerprint(params)
+    first_epoch = 0
+    if resume and checkpoint_path.is_file():
+        state = load_checkpoint(checkpoint_path)
+        if state.get("fingerprint") != expected:
+            log.warning("%s was made with other settings: starting from scratch", checkpoint_path)
+        else:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"])
+            first_epoch = state["epoch"]
+            log.info("resuming from %s after epoch %d", checkpoint_path, first_epoch)
+    resumed = first_epoch > 0
+
+    trained = model
+    if runtime.distributed:
+        # Banks are per-rank buffers: never overwrite them with rank 0's (authors' per-GPU banks).
+        trained = DistributedDataParallel(model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None,
+                                          broadcast_buffers=False)
+    live = None
+    if runtime.is_main and live_dir is not None:
+        from dvclive import Live
+
+        live = Live(dir=str(live_dir), resume=resumed, save_dvc_exp=False, dvcyaml=None)
+
+    last_epoch = settings.epochs if stop_after is None else min(settings.epochs, stop_after)
+    autocast = runtime.device.type == "cuda" and settings.bf16
+    metrics: dict[str, float] = {}
+    for epoch in range(first_epoch, last_epoch):
+        sampler.set_epoch(epoch)
+        dataset.set_epoch(epoch)
+        sums: dict[str, float] = defaultdict(float)
+        seen, started = 0, time.perf_counter()
+        progress = tqdm(loader, desc=f"pretrain {epoch + 1}/{settings.epochs}", unit="batch", disable=not runtime.is_main,
+                        dynamic_ncols=True, leave=False)
+        for batch in progress:
+            view_q, view_k = _to(batch["views"], runtime.device)
+            with torch.autocast(runtime.device.type, dtype=torch.bfloat16, enabled=autocast):
+                terms = trained(view_q, view_k)
+            optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            optimizer.step()
+            size = len(batch["label"])
+            seen += size
+            for name, value in terms.items():
+                sums[name] += value.item() * size
+            progress.set_postfix(loss=f"{terms['total'].item():.3f}")
+        scheduler.step()
+        elapsed = time.perf_counter() - started
+        metrics = {f"loss/{name}": total / max(seen, 1) for name, total in sums.items()}
+        metrics["lr"] = optimizer.param_groups[0]["lr"]
+        metrics["samples_per_second"] = seen * runtime.world_size / elapsed
+        if (epoch + 1) % settings.knn_every == 0 or epoch + 1 == settings.epochs:
+            accuracy = knn_monitor(model, params, dataset_path, runtime.device) if runtime.is_main else None
+            if accuracy is not None:
+                metrics["knn_accuracy"] = accuracy
+        if runtime.is_main:
+            log.info("epoch %d/%d %s", epoch + 1, settings.epochs, ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+            save_checkpoint({
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": torch.get_rng_state(),
+                "epoch": epoch + 1,
+                "fingerprint": expected,
+                "model_size": params.model.chosen.model_dump(mode="json"),
+                "pretrain": settings.model_dump(mode="json"),
+                "augment": params.augment.model_dump(mode="json"),
+                "glosses": dataset.glosses,
+            }, checkpoint_path)
+            if live is not None:
+                for name, value in metrics.items():
+                    live.log_metric(name, value)
+                live.next_step()
+    if live is not None:
+        live.end()
+    return PretrainResult(last_epoch - first_epoch, metrics, checkpoint_path)

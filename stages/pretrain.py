@@ -1,0 +1,38 @@
+"""Stage `pretrain`: self-supervised pretraining of the joint and motion encoders (models/pretrain/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from slrpipe.config import load_params
+from slrpipe.pretrain.train import run_pretrain
+from stages.common import ParamsOption, setup_logging, standalone, user_errors
+
+DATASET = Path("data/preprocess/dataset.h5")
+OUT_DIR = Path("models/pretrain")
+LIVE_DIR = Path("dvclive/pretrain")
+
+
+def pretrain(
+    params: Path = ParamsOption,
+    dataset: Path = typer.Option(DATASET, help="The preprocess stage's dataset file."),
+    out_dir: Path = typer.Option(OUT_DIR, help="Where the checkpoint goes (rewritten every epoch)."),
+    live_dir: Path = typer.Option(LIVE_DIR, help="dvclive metrics and plots."),
+    resume: bool = typer.Option(True, help="Continue from the last checkpoint when it was made with the same settings."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Pretrain the query/key encoders with contrast, consistency and knowledge transfer.
+
+    Several GPUs or nodes: torchrun --nproc-per-node=N -m stages.pretrain
+    """
+    setup_logging(verbose)
+    with user_errors():
+        result = run_pretrain(load_params(params), dataset, out_dir, live_dir, resume)
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in result.last_metrics.items() if k in ("loss/total", "knn_accuracy"))
+    typer.echo(f"pretrain: {result.epochs_run} epochs run ({shown}) -> {result.checkpoint}")
+
+
+if __name__ == "__main__":
+    standalone(pretrain)()
