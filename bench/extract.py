@@ -28,7 +28,6 @@ from slrpipe.sources import build_manifest
 from slrpipe.video import iter_frame_batches, video_info
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-RTMPOSE_T = "wholebody_2d_keypoint/rtmpose/coco-wholebody/rtmpose-t_8xb64-270e_coco-wholebody-256x192.py"
 
 
 def _report(results: list[dict], name: str, frames: int, seconds: float, **extra) -> None:
@@ -68,7 +67,7 @@ def bench_mediapipe(results: list[dict]) -> None:
 
 def bench_mmpose(results: list[dict], frames: int, devices: list[str], batch_sizes: list[int]) -> None:
     try:
-        from slrpipe.backends.mmpose_backend import MMPoseEstimator
+        from slrpipe.backends.mmpose_backend import RTMPOSE_T_WHOLEBODY, MMPoseEstimator
     except ImportError as error:
         print(f"mmpose: skipped ({error})")
         return
@@ -76,7 +75,7 @@ def bench_mmpose(results: list[dict], frames: int, devices: list[str], batch_siz
     clip = np.concatenate(list(iter_frame_batches(path, 64)))[:frames]
     for device in devices:
         for batch_size in batch_sizes:
-            estimator = MMPoseEstimator(RTMPOSE_T, None, device=device, batch_size=batch_size)
+            estimator = MMPoseEstimator(RTMPOSE_T_WHOLEBODY, None, device=device, batch_size=batch_size)
             estimator.estimate(clip[:batch_size])  # warm-up: first call builds kernels / caches
             start = time.perf_counter()
             estimator.estimate(clip)

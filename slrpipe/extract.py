@@ -22,7 +22,7 @@ from tqdm import tqdm
 from slrpipe import joints, posefiles
 from slrpipe.config import DatasetParams, ExtractParams, Params
 from slrpipe.errors import SampleError, SlrpipeError
-from slrpipe.h5io import RaggedFile, RaggedWriter, write_text_atomic
+from slrpipe.h5io import RaggedFile, RaggedWriter, file_digest, write_text_atomic
 from slrpipe.manifest import (
     KIND_MMPOSE_JSON,
     KIND_MP_FRAMES,
@@ -99,11 +99,6 @@ class ExtractResult:
         return len(self.problems) / self.total if self.total else 0.0
 
 
-def _file_digest(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 class Extractor:
     """Turns one manifest row into keypoints; builds the video backend on first use."""
 
@@ -123,9 +118,9 @@ class Extractor:
                 described = {
                     "backend": "mmpose",
                     "pose_config": s.pose_config,
-                    "pose_checkpoint": _file_digest(s.pose_checkpoint) if s.pose_checkpoint else None,
+                    "pose_checkpoint": file_digest(s.pose_checkpoint) if s.pose_checkpoint else None,
                     "det_config": s.det_config,
-                    "det_checkpoint": _file_digest(s.det_checkpoint) if s.det_checkpoint else None,
+                    "det_checkpoint": file_digest(s.det_checkpoint) if s.det_checkpoint else None,
                     "det_score_threshold": s.det_score_threshold if s.det_config else None,
                 }
             else:
@@ -172,7 +167,7 @@ class Extractor:
     def _cache_path(self, video: Path) -> Path | None:
         if self.cache_dir is None:
             return None
-        key = hashlib.sha256(f"{_file_digest(video)}\n{self.backend_key()}".encode()).hexdigest()
+        key = hashlib.sha256(f"{file_digest(video)}\n{self.backend_key()}".encode()).hexdigest()
         return self.cache_dir / key[:2] / f"{key}.npz"
 
     def _video(self, path: Path) -> SampleKeypoints:

@@ -7,6 +7,7 @@ datasets hold one value per sample. Reading one sample reads only its slice.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -159,6 +160,12 @@ class RaggedFile:
         if isinstance(value, str) and value[:1] in "[{":
             return json.loads(value)
         return value
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's content."""
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -19,6 +19,17 @@ app.command("pretrain")(pretrain.pretrain)
 app.command("show")(show.show)
 
 
+@app.command("install-extras")
+def install_extras(
+    extras: list[str] = typer.Argument(..., help="mmpose and/or mediapipe"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the pip commands only."),
+) -> None:
+    """Install the MMPose and/or MediaPipe pose backends without their conflicting requirements."""
+    from slrpipe.install_extras import main as install
+
+    raise typer.Exit(install(list(extras) + (["--dry-run"] if dry_run else [])))
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,1 @@
+"""Pose-estimation backends that turn video frames into keypoints."""
