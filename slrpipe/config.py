@@ -201,6 +201,8 @@ class PretrainParams(Section):
     # Several GPUs: gather keys from every rank before enqueueing, so each bank sees the
     # global batch. authors: false (per-GPU banks).
     gather_keys: bool = True
+    # BatchNorm statistics across GPUs; authors: false (per-GPU statistics), the paper does not say.
+    sync_batchnorm: bool = False
 
     # Optimisation
     epochs: int = Field(default=150, ge=1)

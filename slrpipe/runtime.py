@@ -1,4 +1,6 @@
-"""Devices, distributed training and atomic checkpoints, shared by the training stages."""
+"""Devices, distributed training and atomic checkpoint writing, shared by the training stages.
+
+Checkpoints are read with slrpipe.checkpoints.load_checkpoint (weights_only loading)."""
 
 from __future__ import annotations
 
@@ -69,12 +71,3 @@ def save_checkpoint(state: dict, path: Path) -> None:
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(state, temporary)
     os.replace(temporary, path)
-
-
-def load_checkpoint(path: Path) -> dict:
-    if not path.is_file():
-        raise SlrpipeError(f"checkpoint {path} not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - unpickling errors come in many types
-        raise SlrpipeError(f"checkpoint {path} cannot be loaded: {type(error).__name__}: {error}".splitlines()[0]) from None

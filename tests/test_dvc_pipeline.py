@@ -28,7 +28,15 @@ def project(tmp_path_factory) -> Path:
         shutil.copy2(REPO / name, copy / name)
     for folder in ("slrpipe", "stages", ".dvc", "data/demo"):
         shutil.copytree(REPO / folder, copy / folder, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))
+    # A short pretraining: this test is about what reruns, not about what is learned.
+    params = yaml.safe_load((copy / "params.yaml").read_text())
+    params["pretrain"].update(epochs=1, knn_every=1, num_workers=0)
+    params["augment"]["frames"] = 16
+    (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], copy)
+    # dvclive (pretrain) needs a repository with a commit, as every clone has.
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], copy)
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"], copy)
     return copy
 
 
@@ -38,7 +46,10 @@ def dvc(project: Path, *args: str) -> str:
 
 def test_repro_then_nothing_then_only_what_changed(project):
     first = dvc(project, "repro")
-    assert "Running stage 'extract'" in first and "Running stage 'preprocess'" in first
+    for stage in ("extract", "preprocess", "pretrain"):
+        assert f"Running stage '{stage}'" in first
+    assert (project / "models" / "pretrain" / "checkpoint.pt").is_file()
+    assert "knn_accuracy" in (project / "dvclive" / "pretrain" / "metrics.json").read_text()
     with RaggedFile(project / "data" / "extract" / "keypoints.h5") as keypoints:
         assert len(keypoints) == 130
         assert len(set(keypoints.column("signer"))) == 5
@@ -53,10 +64,12 @@ def test_repro_then_nothing_then_only_what_changed(project):
     assert "params.yaml" in status and "modified:           extract" in status
     third = dvc(project, "repro")
     assert "Running stage 'extract'" in third and "Running stage 'preprocess'" in third
+    assert "Running stage 'pretrain'" not in third  # the same dataset.h5 came out: nothing below reruns
 
     params["preprocess"]["max_frames"] = 20
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     fourth = dvc(project, "repro")
     assert "Running stage 'preprocess'" in fourth and "Running stage 'extract'" not in fourth
+    assert "Running stage 'pretrain'" in fourth
     with RaggedFile(project / "data" / "preprocess" / "dataset.h5") as dataset:
         assert max(np.diff(dataset.offsets)) == 20

@@ -18,19 +18,20 @@ def normalized_adjacency(nodes: int, edges: Sequence[tuple[int, int]]) -> torch.
 
 
 class GraphConv(nn.Module):
-    """x -> ReLU(LayerNorm(A_hat x W)) on (..., V, C) features."""
+    """x -> ReLU(BatchNorm(A_hat x W)) on (..., V, C) features."""
 
     def __init__(self, adjacency: torch.Tensor, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.register_buffer("adjacency", adjacency, persistent=False)
         self.linear = nn.Linear(in_channels, out_channels)
-        # LayerNorm rather than BatchNorm: masked joints are zeros, and per-GPU batch statistics
-        # of contrastive key/query batches would leak information between the two.
-        self.norm = nn.LayerNorm(out_channels)
+        # BatchNorm over all nodes of the batch, as in ST-GCN-style encoders. (LayerNorm over a
+        # node's channels was tried: right after the 2 -> C input layer it keeps only the
+        # direction of W p + b, and the encoder learned far more slowly.)
+        self.norm = nn.BatchNorm1d(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mixed = torch.einsum("uv,...vc->...uc", self.adjacency, self.linear(x))
-        return torch.relu(self.norm(mixed))
+        return torch.relu(self.norm(mixed.flatten(0, -2)).view_as(mixed))
 
 
 class PartGCN(nn.Module):

@@ -17,9 +17,11 @@ from tqdm import tqdm
 from slrpipe.config import Params
 from slrpipe.data import PoseDataset
 from slrpipe.errors import SlrpipeError
+from slrpipe.h5io import file_digest
 from slrpipe.knn import knn_accuracy
 from slrpipe.pretrain.model import Pretrainer
-from slrpipe.runtime import Runtime, fingerprint, load_checkpoint, save_checkpoint, start, stop
+from slrpipe.checkpoints import load_checkpoint
+from slrpipe.runtime import Runtime, fingerprint, save_checkpoint, start, stop
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +43,9 @@ def _to(tree, device: torch.device):
     return tree.to(device, non_blocking=True)
 
 
-def settings_fingerprint(params: Params) -> str:
-    return fingerprint(params.pretrain, params.model.chosen, params.augment)
+def settings_fingerprint(params: Params, dataset_path: Path) -> str:
+    """What a checkpoint must share with this run to be resumed: settings and training data."""
+    return fingerprint(params.pretrain, params.model.chosen, params.augment, file_digest(dataset_path))
 
 
 @torch.no_grad()
@@ -97,7 +100,7 @@ def _train(params: Params, dataset_path: Path, out_dir: Path, live_dir: Path | N
                                 momentum=settings.sgd_momentum, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(settings.lr_steps), gamma=settings.lr_gamma)
     checkpoint_path = out_dir / CHECKPOINT
-    expected = settings_fingerprint(params)
+    expected = settings_fingerprint(params, dataset_path)
     first_epoch = 0
     if resume and checkpoint_path.is_file():
         state = load_checkpoint(checkpoint_path)
@@ -113,6 +116,9 @@ def _train(params: Params, dataset_path: Path, out_dir: Path, live_dir: Path | N
     resumed = first_epoch > 0
 
     trained = model
+    if runtime.distributed and settings.sync_batchnorm:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        trained = model
     if runtime.distributed:
         # Banks are per-rank buffers: never overwrite them with rank 0's (authors' per-GPU banks).
         trained = DistributedDataParallel(model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None,

@@ -1,0 +1,99 @@
+"""Benchmark of one full pretraining step: samples per second, peak memory, and the share of
+the step spent outside the encoders (losses, banks, momentum update).
+
+Run by hand:  python bench/pretrain_step.py [--size small] [--batch 64] [--steps 5] [--device cpu]
+
+A step = both branches, all losses (contrast, consistency, knowledge transfer both ways),
+banks of 16384 keys and K = 8192, SGD update. The "encoders only" figure runs the same four
+encoder passes (query forward + backward, key forward, per modality) with a plain loss, so
+the difference is what the method adds on top of the encoders. Results go in bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+from slrpipe.config import PretrainParams, load_params
+from slrpipe.pretrain.model import Pretrainer
+
+FRAMES = 64
+
+
+def random_view(batch: int, device: torch.device, generator: torch.Generator) -> dict:
+    shapes = {"right_hand": 21, "left_hand": 21, "trunk": 7}
+    view = {kind: {p: torch.rand(batch, FRAMES, v, 2, generator=generator).to(device) for p, v in shapes.items()}
+            for kind in ("joint", "motion")}
+    view["mask"] = {p: (torch.rand(batch, FRAMES, v, generator=generator) > 0.1).to(device) for p, v in shapes.items()}
+    return view
+
+
+def timed(step, steps: int, device: torch.device) -> float:
+    step()  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="small")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (GPU)")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    params = load_params(args.params)
+    size = params.model.sizes[args.size]
+    settings = PretrainParams(bank_size=16384, transfer_top_k=8192)  # the paper's banks and K, every term on
+    torch.manual_seed(0)
+    model = Pretrainer(size, settings).to(device)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+    generator = torch.Generator().manual_seed(0)
+    view_q, view_k = random_view(args.batch, device, generator), random_view(args.batch, device, generator)
+
+    def full_step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            terms = model(view_q, view_k)
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        optimizer.step()
+
+    def encoders_only() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            loss = sum(sum(model.query[m].encoder(view_q[m], view_q["mask"])).sum() for m in model.modalities)
+            with torch.no_grad():
+                for m in model.modalities:
+                    model.key[m].encoder(view_k[m], view_k["mask"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    full = timed(full_step, args.steps, device)
+    encoders = timed(encoders_only, args.steps, device)
+    parameters = sum(p.numel() for p in model.query["joint"].parameters())
+    print(f"size {args.size}: {parameters / 1e6:.2f} M parameters per encoder with heads; batch {args.batch}, T' {FRAMES}, "
+          f"{device}{' bf16' if args.bf16 else ''}, torch threads {torch.get_num_threads()}")
+    print(f"full step      {full:8.3f} s  {args.batch / full:8.1f} samples/s")
+    print(f"encoders only  {encoders:8.3f} s  {args.batch / encoders:8.1f} samples/s")
+    print(f"losses + banks + momentum update: {100 * (full - encoders) / full:.1f} % of the step")
+    if device.type == "cuda":
+        print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
