@@ -221,6 +221,64 @@ class PretrainParams(Section):
     knn_neighbours: int = Field(default=20, ge=1)
 
 
+class Schedule(Section):
+    epochs: int = Field(ge=1)
+    lr_steps: tuple[int, ...] = ()  # lr x lr_gamma at these epochs
+
+
+class FinetuneParams(Section):
+    """Downstream training (METHOD.md section 7)."""
+
+    # finetune: all weights train from the pretrained query encoders; linear: encoders frozen;
+    # semi: like finetune, on a saved label subset; scratch: same model, random initialisation.
+    protocol: Literal["finetune", "linear", "semi", "scratch"] = "finetune"
+    label_fraction: float = Field(default=0.2, gt=0, le=1)  # semi: which saved subset
+    branches: Literal["both", "joint", "motion"] = "both"
+    parts: Literal["both", "hand", "trunk"] = "both"
+    # Prediction = sum of the joint and motion branch logits (paper); authors: mean.
+    combine: Literal["sum", "mean"] = "sum"
+    schedules: dict[str, Schedule] = {
+        "finetune": Schedule(epochs=60),
+        "linear": Schedule(epochs=70, lr_steps=(50,)),
+        "semi": Schedule(epochs=60),
+        "scratch": Schedule(epochs=60),
+    }
+    lr: float = Field(default=0.01, gt=0)
+    lr_gamma: float = Field(default=0.1, gt=0)
+    sgd_momentum: float = Field(default=0.9, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0)  # authors: 0
+    batch_size: int = Field(default=64, ge=1)
+    augment: bool = True  # one randomly augmented view per sample while training
+    seed: int = 0
+    num_workers: int = Field(default=2, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    bf16: bool = True
+
+    @field_validator("schedules")
+    @classmethod
+    def _every_protocol(cls, schedules: dict[str, Schedule]) -> dict[str, Schedule]:
+        missing = {"finetune", "linear", "semi", "scratch"} - set(schedules)
+        if missing:
+            raise ValueError(f"no schedule for {', '.join(sorted(missing))}")
+        return schedules
+
+    @property
+    def schedule(self) -> Schedule:
+        return self.schedules[self.protocol]
+
+
+class EvaluateParams(Section):
+    # Top-k accuracies to report (the paper: 1 and 5; NMFs-CSL also 2). Ks above the number of
+    # classes are left out with a warning.
+    topk: tuple[int, ...] = (1, 5)
+    # Late fusion "(+R)": a scores CSV of another model for the same test samples (format in
+    # slrpipe/metrics.py); null = none.
+    fusion_scores: Path | None = None
+    fusion_normalize: Literal["softmax", "none"] = "softmax"
+    batch_size: int = Field(default=64, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
 class Params(Section):
     dataset: DatasetParams
     extract: ExtractParams = ExtractParams()
@@ -228,6 +286,8 @@ class Params(Section):
     augment: AugmentParams = AugmentParams()
     model: ModelParams = ModelParams(size="paper")
     pretrain: PretrainParams = PretrainParams()
+    finetune: FinetuneParams = FinetuneParams()
+    evaluate: EvaluateParams = EvaluateParams()
 
 
 def _format_error(error: ValidationError, source: Path) -> str:
@@ -253,6 +313,9 @@ def parse_params(data: object, source: Path = DEFAULT_PARAMS) -> Params:
     dataset = params.dataset
     if not dataset.root.is_absolute():
         dataset = dataset.model_copy(update={"root": base / dataset.root})
+    if params.evaluate.fusion_scores is not None and not params.evaluate.fusion_scores.is_absolute():
+        params = params.model_copy(update={"evaluate": params.evaluate.model_copy(
+            update={"fusion_scores": base / params.evaluate.fusion_scores})})
     extract = params.extract
     updates = {
         name: base / value

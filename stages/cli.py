@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from stages import extract, preprocess, pretrain, show
+from stages import evaluate, extract, finetune, preprocess, pretrain, show
 
 app = typer.Typer(
     add_completion=False,
@@ -16,6 +16,8 @@ app.command("extract")(extract.extract)
 app.command("extract-merge")(extract.extract_merge)
 app.command("preprocess")(preprocess.preprocess)
 app.command("pretrain")(pretrain.pretrain)
+app.command("finetune")(finetune.finetune)
+app.command("evaluate")(evaluate.evaluate)
 app.command("show")(show.show)
 
 

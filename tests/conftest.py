@@ -4,8 +4,15 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
+
+from slrpipe.config import ModelSize
 
 REPO = Path(__file__).resolve().parents[1]
+
+# One thread: the tiny test models gain nothing from more, and OpenMP threads that spin
+# while another process holds the other core slow a test run down many times over.
+torch.set_num_threads(1)
 SHARED = REPO.parent / "shared"
 
 
@@ -31,3 +38,44 @@ def make_params(root: Path, source: str = "mp_data", **extract: object):
     from slrpipe.config import parse_params
 
     return parse_params({"dataset": {"source": source, "root": str(root)}, "extract": extract}, REPO / "params.yaml")
+
+
+# A model small enough for CPU tests of the training stages (the `small` size is ~2 M parameters).
+TINY = ModelSize(joint_channels=(8, 8, 16), part_channels=(16, 16), temporal_blocks=1, temporal_kernel=3,
+                 hand_layers=1, hand_heads=2, hand_ff=32, trunk_layers=1, trunk_heads=2, trunk_ff=32,
+                 dropout=0.0, head_hidden=16, head_dim=8)
+
+
+def tiny_params(root: Path, epochs: int, finetune: dict | None = None, **pretrain: object):
+    """Params for fast training tests on `ksl_dataset`: tiny model, 16 frames, small banks, CPU."""
+    from slrpipe.config import parse_params
+
+    data = {
+        "dataset": {"source": "mp_data", "root": str(root)},
+        "preprocess": {"split": "signer", "val_fraction": 0.2, "test_fraction": 0.2},
+        "augment": {"frames": 16, "crop_min_frames": 8},
+        "model": {"size": "tiny", "sizes": {"tiny": TINY.model_dump()}},
+        "pretrain": {"epochs": epochs, "batch_size": 16, "bank_size": 16, "transfer_top_k": 8, "num_workers": 0,
+                     "knn_every": 1, "lr_steps": [2], "device": "cpu", **pretrain},
+        "finetune": {"batch_size": 16, "num_workers": 0, "device": "cpu", **(finetune or {})},
+        "evaluate": {"device": "cpu"},
+    }
+    return parse_params(data, REPO / "params.yaml")
+
+
+@pytest.fixture(scope="session")
+def ksl_dataset(shared, tmp_path_factory):
+    """Four real KSL signs x 5 sessions x 10 sequences, extracted and preprocessed (signer split)."""
+    from slrpipe.extract import run_extract
+    from slrpipe.preprocess import run_preprocess
+
+    tmp = tmp_path_factory.mktemp("ksl4")
+    root = tmp / "ksl"
+    for session in ("MP_Data", "MP_Data1", "MP_Data2", "MP_Data3", "MP_Data4"):
+        for word in ("bad", "glad", "no", "yes"):
+            for sequence in range(10):
+                shutil.copytree(shared / "ksl13" / session / word / str(sequence), root / session / word / str(sequence))
+    params = tiny_params(root, 1)
+    run_extract(params, tmp / "extract", None)
+    run_preprocess(params, tmp / "extract" / "keypoints.h5", tmp / "pre")
+    return root, tmp / "pre" / "dataset.h5"

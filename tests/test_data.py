@@ -28,7 +28,7 @@ def _build(root, tmp_path, source="mp_data", frame_size=(640, 480), **preprocess
 
 
 @pytest.fixture(scope="module")
-def ksl_dataset(shared, tmp_path_factory):
+def ksl3(shared, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ksl")
     root = tmp / "ksl"
     for session in ("MP_Data", "MP_Data1", "MP_Data2", "MP_Data3", "MP_Data4"):
@@ -38,8 +38,8 @@ def ksl_dataset(shared, tmp_path_factory):
     return _build(root, tmp)
 
 
-def test_ksl13_whole_path(ksl_dataset):
-    params, result, path = ksl_dataset
+def test_ksl13_whole_path(ksl3):
+    params, result, path = ksl3
     assert result.written + len(result.problems) == 45
     assert sum(result.split_counts.values()) == result.written
     with RaggedFile(path) as dataset:
@@ -54,8 +54,8 @@ def test_ksl13_whole_path(ksl_dataset):
     assert 0.0 <= coords[mask].min() and coords[mask].max() <= 1.5  # crops and frame-relative trunk
 
 
-def test_loader_modes_shapes_and_labels(ksl_dataset):
-    params, _, path = ksl_dataset
+def test_loader_modes_shapes_and_labels(ksl3):
+    params, _, path = ksl3
     pretrain = PoseDataset(path, params.augment, "pretrain", split="train")
     batch = next(iter(DataLoader(pretrain, batch_size=4)))
     view = batch["views"][0]
@@ -69,8 +69,8 @@ def test_loader_modes_shapes_and_labels(ksl_dataset):
     assert first["label"].item() == evaluation.labels[evaluation.indices[0]]
 
 
-def test_same_seed_and_index_give_the_same_views_in_any_worker_count(ksl_dataset):
-    params, _, path = ksl_dataset
+def test_same_seed_and_index_give_the_same_views_in_any_worker_count(ksl3):
+    params, _, path = ksl3
 
     def batches(workers, epoch=0):
         dataset = PoseDataset(path, params.augment, "pretrain", split="train", seed=7)
@@ -84,8 +84,8 @@ def test_same_seed_and_index_give_the_same_views_in_any_worker_count(ksl_dataset
     assert not all(torch.equal(a, b) for a, b in zip(single, batches(0, epoch=1)))
 
 
-def test_semi_supervised_subset_trains_on_exactly_the_saved_ids(ksl_dataset, tmp_path):
-    params, result, path = ksl_dataset
+def test_semi_supervised_subset_trains_on_exactly_the_saved_ids(ksl3, tmp_path):
+    params, result, path = ksl3
     saved = json.loads((path.parent / "label_subsets.json").read_text())
     assert list(saved) == ["20%", "40%", "60%"]
     assert set(saved["20%"]) <= set(saved["40%"]) <= set(saved["60%"])

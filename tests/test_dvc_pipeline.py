@@ -31,6 +31,8 @@ def project(tmp_path_factory) -> Path:
     # A short pretraining: this test is about what reruns, not about what is learned.
     params = yaml.safe_load((copy / "params.yaml").read_text())
     params["pretrain"].update(epochs=1, knn_every=1, num_workers=0)
+    params["finetune"]["schedules"]["finetune"] = {"epochs": 1, "lr_steps": []}
+    params["finetune"]["num_workers"] = 0
     params["augment"]["frames"] = 16
     (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], copy)

@@ -1,19 +1,12 @@
 """The pretraining method: queues, momentum, gradient flow, ablation switches, resume, and a real run."""
 
-import shutil
-
 import pytest
 import torch
 
-from slrpipe.config import ModelSize, PretrainParams, parse_params
+from slrpipe.config import PretrainParams
 from slrpipe.pretrain.model import Pretrainer
 from slrpipe.pretrain.queue import KeyQueue
-from tests.conftest import REPO
-
-TINY = ModelSize(joint_channels=(8, 8, 16), part_channels=(16, 16), temporal_blocks=1, temporal_kernel=3,
-                 hand_layers=1, hand_heads=2, hand_ff=32, trunk_layers=1, trunk_heads=2, trunk_ff=32,
-                 dropout=0.0, head_hidden=16, head_dim=8)
-
+from tests.conftest import TINY, tiny_params
 
 def _view(batch=4, frames=6, seed=0):
     generator = torch.Generator().manual_seed(seed)
@@ -107,41 +100,12 @@ def test_parts_switch_changes_banks_and_features():
     assert model.features(_view()).shape == (4, TINY.width)
 
 
-def _params(root, epochs, **pretrain):
-    data = {
-        "dataset": {"source": "mp_data", "root": str(root)},
-        "preprocess": {"split": "signer", "val_fraction": 0.2, "test_fraction": 0.2},
-        "augment": {"frames": 16, "crop_min_frames": 8},
-        "model": {"size": "tiny", "sizes": {"tiny": TINY.model_dump()}},
-        "pretrain": {"epochs": epochs, "batch_size": 16, "bank_size": 16, "transfer_top_k": 8, "num_workers": 0,
-                     "knn_every": 1, "lr_steps": [2], "device": "cpu", **pretrain},
-    }
-    return parse_params(data, REPO / "params.yaml")
-
-
-@pytest.fixture(scope="module")
-def ksl_dataset(shared, tmp_path_factory):
-    from slrpipe.extract import run_extract
-    from slrpipe.preprocess import run_preprocess
-
-    tmp = tmp_path_factory.mktemp("ksl")
-    root = tmp / "ksl"
-    for session in ("MP_Data", "MP_Data1", "MP_Data2", "MP_Data3", "MP_Data4"):
-        for word in ("bad", "glad", "no", "yes"):
-            for sequence in range(10):
-                shutil.copytree(shared / "ksl13" / session / word / str(sequence), root / session / word / str(sequence))
-    params = _params(root, 1)
-    run_extract(params, tmp / "extract", None)
-    run_preprocess(params, tmp / "extract" / "keypoints.h5", tmp / "pre")
-    return root, tmp / "pre" / "dataset.h5"
-
-
 def test_resume_gives_the_same_result_as_one_run(ksl_dataset, tmp_path):
     from slrpipe.pretrain.train import run_pretrain
     from slrpipe.checkpoints import load_checkpoint
 
     root, dataset = ksl_dataset
-    params = _params(root, 3, knn_every=10)
+    params = tiny_params(root, 3, knn_every=10)
     run_pretrain(params, dataset, tmp_path / "whole", None, resume=False)
     run_pretrain(params, dataset, tmp_path / "split", None, resume=False, epochs=1)  # "interrupted" after epoch 1
     assert load_checkpoint(tmp_path / "split" / "checkpoint.pt")["epoch"] == 1
@@ -158,8 +122,8 @@ def test_resume_with_other_settings_starts_over(ksl_dataset, tmp_path):
     from slrpipe.pretrain.train import run_pretrain
 
     root, dataset = ksl_dataset
-    run_pretrain(_params(root, 1, knn_every=10), dataset, tmp_path, None, resume=False)
-    result = run_pretrain(_params(root, 1, knn_every=10, lr=0.02), dataset, tmp_path, None, resume=True)
+    run_pretrain(tiny_params(root, 1, knn_every=10), dataset, tmp_path, None, resume=False)
+    result = run_pretrain(tiny_params(root, 1, knn_every=10, lr=0.02), dataset, tmp_path, None, resume=True)
     assert result.epochs_run == 1
 
 
@@ -172,7 +136,7 @@ def test_real_run_knn_accuracy_rises_well_above_chance(ksl_dataset, tmp_path):
     from slrpipe.pretrain.train import run_pretrain
 
     root, dataset = ksl_dataset
-    params = _params(root, 5, knn_every=5, lr_steps=[100])
+    params = tiny_params(root, 5, knn_every=5, lr_steps=[100])
     result = run_pretrain(params, dataset, tmp_path, tmp_path / "live", resume=False)
     assert result.last_metrics["knn_accuracy"] >= 0.25 + 0.4
     assert (tmp_path / "live" / "metrics.json").is_file()

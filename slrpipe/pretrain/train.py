@@ -20,8 +20,8 @@ from slrpipe.errors import SlrpipeError
 from slrpipe.h5io import file_digest
 from slrpipe.knn import knn_accuracy
 from slrpipe.pretrain.model import Pretrainer
-from slrpipe.checkpoints import load_checkpoint
-from slrpipe.runtime import Runtime, fingerprint, save_checkpoint, start, stop
+from slrpipe.runtime import Runtime, fingerprint, start, stop
+from slrpipe.training import Checkpointer, log_epoch, open_live, sgd_with_steps, to_device
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +35,6 @@ class PretrainResult:
     checkpoint: Path
 
 
-def _to(tree, device: torch.device):
-    if isinstance(tree, dict):
-        return {key: _to(value, device) for key, value in tree.items()}
-    if isinstance(tree, list):
-        return [_to(value, device) for value in tree]
-    return tree.to(device, non_blocking=True)
-
-
 def settings_fingerprint(params: Params, dataset_path: Path) -> str:
     """What a checkpoint must share with this run to be resumed: settings and training data."""
     return fingerprint(params.pretrain, params.model.chosen, params.augment, file_digest(dataset_path))
@@ -53,7 +45,7 @@ def embed(model: Pretrainer, dataset: PoseDataset, device: torch.device, batch_s
     model.eval()
     features, labels = [], []
     for batch in DataLoader(dataset, batch_size=batch_size):
-        features.append(model.features(_to(batch["view"], device)).float().cpu())
+        features.append(model.features(to_device(batch["view"], device)).float().cpu())
         labels.append(batch["label"])
     model.train()
     return torch.cat(features), torch.cat(labels)
@@ -96,23 +88,11 @@ def _train(params: Params, dataset_path: Path, out_dir: Path, live_dir: Path | N
                         pin_memory=runtime.device.type == "cuda", persistent_workers=settings.num_workers > 0)
 
     model = Pretrainer(params.model.chosen, settings).to(runtime.device)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=settings.lr,
-                                momentum=settings.sgd_momentum, weight_decay=settings.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(settings.lr_steps), gamma=settings.lr_gamma)
+    optimizer, scheduler = sgd_with_steps(model.parameters(), settings.lr, settings.sgd_momentum, settings.weight_decay,
+                                          settings.lr_steps, settings.lr_gamma)
     checkpoint_path = out_dir / CHECKPOINT
-    expected = settings_fingerprint(params, dataset_path)
-    first_epoch = 0
-    if resume and checkpoint_path.is_file():
-        state = load_checkpoint(checkpoint_path)
-        if state.get("fingerprint") != expected:
-            log.warning("%s was made with other settings: starting from scratch", checkpoint_path)
-        else:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["rng"])
-            first_epoch = state["epoch"]
-            log.info("resuming from %s after epoch %d", checkpoint_path, first_epoch)
+    checkpointer = Checkpointer(checkpoint_path, settings_fingerprint(params, dataset_path))
+    first_epoch = checkpointer.resume(model, optimizer, scheduler)[0] if resume else 0
     resumed = first_epoch > 0
 
     trained = model
@@ -123,11 +103,7 @@ def _train(params: Params, dataset_path: Path, out_dir: Path, live_dir: Path | N
         # Banks are per-rank buffers: never overwrite them with rank 0's (authors' per-GPU banks).
         trained = DistributedDataParallel(model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None,
                                           broadcast_buffers=False)
-    live = None
-    if runtime.is_main and live_dir is not None:
-        from dvclive import Live
-
-        live = Live(dir=str(live_dir), resume=resumed, save_dvc_exp=False, dvcyaml=None)
+    live = open_live(live_dir, resumed) if runtime.is_main else None
 
     last_epoch = settings.epochs if stop_after is None else min(settings.epochs, stop_after)
     autocast = runtime.device.type == "cuda" and settings.bf16
@@ -140,7 +116,7 @@ def _train(params: Params, dataset_path: Path, out_dir: Path, live_dir: Path | N
         progress = tqdm(loader, desc=f"pretrain {epoch + 1}/{settings.epochs}", unit="batch", disable=not runtime.is_main,
                         dynamic_ncols=True, leave=False)
         for batch in progress:
-            view_q, view_k = _to(batch["views"], runtime.device)
+            view_q, view_k = to_device(batch["views"], runtime.device)
             with torch.autocast(runtime.device.type, dtype=torch.bfloat16, enabled=autocast):
                 terms = trained(view_q, view_k)
             optimizer.zero_grad(set_to_none=True)
@@ -162,22 +138,12 @@ def _train(params: Params, dataset_path: Path, out_dir: Path, live_dir: Path | N
                 metrics["knn_accuracy"] = accuracy
         if runtime.is_main:
             log.info("epoch %d/%d %s", epoch + 1, settings.epochs, ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
-            save_checkpoint({
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": torch.get_rng_state(),
-                "epoch": epoch + 1,
-                "fingerprint": expected,
-                "model_size": params.model.chosen.model_dump(mode="json"),
-                "pretrain": settings.model_dump(mode="json"),
-                "augment": params.augment.model_dump(mode="json"),
-                "glosses": dataset.glosses,
-            }, checkpoint_path)
-            if live is not None:
-                for name, value in metrics.items():
-                    live.log_metric(name, value)
-                live.next_step()
+            checkpointer.save(epoch + 1, model, optimizer, scheduler,
+                              model_size=params.model.chosen.model_dump(mode="json"),
+                              pretrain=settings.model_dump(mode="json"),
+                              augment=params.augment.model_dump(mode="json"),
+                              glosses=dataset.glosses)
+            log_epoch(live, metrics)
     if live is not None:
         live.end()
     return PretrainResult(last_epoch - first_epoch, metrics, checkpoint_path)

@@ -1,0 +1,122 @@
+"""The `evaluate` stage: score every test sample with the fine-tuned model and compute the
+paper's metrics, per instance (P-I) and per class (P-C), with optional late fusion (+R)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from slrpipe.config import AugmentParams, Params
+from slrpipe.data import PoseDataset
+from slrpipe.errors import SlrpipeError
+from slrpipe.finetune import load_model
+from slrpipe.h5io import write_text_atomic
+from slrpipe.metrics import evaluate, fuse, per_class_table, read_scores_csv, write_scores_csv
+from slrpipe.reporting import write_json
+from slrpipe.runtime import resolve_device
+from slrpipe.training import to_device
+
+log = logging.getLogger(__name__)
+
+SCORES_FILE = "scores.csv"
+METRICS_FILE = "metrics.json"
+PER_CLASS_FILE = "per_class.csv"
+CONFUSION_FILE = "confusion.csv"
+EMBEDDINGS_FILE = "embeddings.npz"
+
+
+@dataclass
+class EvaluateResult:
+    metrics: dict[str, float]
+    samples: int
+
+
+def nested(flat: dict[str, float]) -> dict:
+    """{"per_instance/top1": x} -> {"per_instance": {"top1": x}}: DVC shows each leaf as a column."""
+    tree: dict = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split("/")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = round(float(value), 6)
+    return tree
+
+
+@torch.no_grad()
+def score_split(model, dataset: PoseDataset, device: torch.device, batch_size: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Softmax scores, labels and per-branch sequence features of every sample, in dataset order."""
+    scores, labels, features = [], [], {}
+    for batch in DataLoader(dataset, batch_size=batch_size):
+        view = to_device(batch["view"], device)
+        logits, per_branch = model.classify(view)
+        scores.append(torch.softmax(logits.float(), dim=1).cpu())
+        labels.append(batch["label"])
+        for branch, value in per_branch.items():
+            features.setdefault(branch, []).append(value.float().cpu())
+    return (torch.cat(scores).numpy(), torch.cat(labels).numpy(),
+            {branch: torch.cat(values).numpy() for branch, values in features.items()})
+
+
+def _subsets(source: str, glosses: list[str], labels: np.ndarray) -> dict[str, np.ndarray]:
+    if source != "nmfs_csl":
+        return {}
+    from slrpipe.sources.official import nmfs_csl_subset
+
+    names = np.array([nmfs_csl_subset(glosses[label]) for label in labels])
+    return {name: names == name for name in ("confusing", "normal") if np.any(names == name)}
+
+
+def run_evaluate(params: Params, model_path: Path, dataset_path: Path, out_dir: Path) -> EvaluateResult:
+    settings = params.evaluate
+    device = resolve_device(settings.device)
+    model, meta = load_model(model_path)
+    model.to(device)
+    glosses = meta["glosses"]
+    test = PoseDataset(dataset_path, AugmentParams.model_validate(meta["augment"]), "eval", split="test")
+    if len(test) == 0:
+        raise SlrpipeError(f"{dataset_path} has no test samples: check preprocess.test_fraction or the dataset's split")
+    if test.glosses != glosses:
+        raise SlrpipeError(f"{model_path} was trained on other glosses than {dataset_path}: rerun finetune")
+    scores, labels, features = score_split(model, test, device, settings.batch_size)
+    ks = [k for k in settings.topk if k <= len(glosses)]
+    for k in sorted(set(settings.topk) - set(ks)):
+        log.warning("top-%d left out: the model has only %d classes", k, len(glosses))
+    metrics = evaluate(scores, labels, ks, _subsets(params.dataset.source, glosses, labels))
+    if settings.fusion_scores is not None:
+        other_ids, other_scores = read_scores_csv(settings.fusion_scores, glosses)
+        fused = fuse(test.sample_ids, scores, other_ids, other_scores, settings.fusion_normalize)
+        metrics.update({f"fused/{k}": v for k, v in evaluate(fused, labels, ks).items()})
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_scores_csv(out_dir / SCORES_FILE, test.sample_ids, labels, scores, glosses)
+    write_json(out_dir / METRICS_FILE, {**nested(metrics), "samples": len(test)})
+    _write_per_class(out_dir / PER_CLASS_FILE, scores, labels, ks, glosses)
+    _write_confusion(out_dir / CONFUSION_FILE, scores, labels, glosses)
+    np.savez(out_dir / EMBEDDINGS_FILE, labels=labels, sample_ids=np.array(test.sample_ids), **features)
+    return EvaluateResult(metrics, len(test))
+
+
+def _write_per_class(path: Path, scores: np.ndarray, labels: np.ndarray, ks: list[int], glosses: list[str]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["label", "gloss", "samples", *(f"top{k}" for k in ks)])
+    for row in per_class_table(scores, labels, ks):
+        writer.writerow([row["class"], glosses[row["class"]], row["samples"], *(f"{row[f'top{k}']:.6f}" for k in ks)])
+    write_text_atomic(path, buffer.getvalue())
+
+
+def _write_confusion(path: Path, scores: np.ndarray, labels: np.ndarray, glosses: list[str]) -> None:
+    """One row per test sample (actual, predicted gloss): the input of DVC's confusion-matrix plot."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["actual", "predicted"])
+    writer.writerows((glosses[a], glosses[p]) for a, p in zip(labels, scores.argmax(axis=1)))
+    write_text_atomic(path, buffer.getvalue())

@@ -1,0 +1,233 @@
+"""Downstream training (METHOD.md section 7): the pretrained query encoders with one linear
+classifier per branch, under the finetune, linear, semi-supervised or from-scratch protocol."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from slrpipe.checkpoints import load_checkpoint
+from slrpipe.config import FinetuneParams, ModelSize, Params
+from slrpipe.data import PoseDataset
+from slrpipe.errors import SlrpipeError
+from slrpipe.h5io import RaggedFile, file_digest
+from slrpipe.metrics import per_instance_accuracy
+from slrpipe.model import SignEncoder
+from slrpipe.preprocess import subset_key
+from slrpipe.runtime import Runtime, fingerprint, save_checkpoint, start, stop
+from slrpipe.training import Checkpointer, log_epoch, open_live, sgd_with_steps, to_device
+
+log = logging.getLogger(__name__)
+
+BEST = "best.pt"
+LAST = "last.pt"
+MODEL_FORMAT = "slrpipe.classifier/1"
+
+
+def branches_of(setting: str) -> tuple[str, ...]:
+    return ("joint", "motion") if setting == "both" else (setting,)
+
+
+def parts_of(setting: str) -> tuple[str, ...]:
+    return ("hand", "trunk") if setting == "both" else (setting,)
+
+
+class SignClassifier(nn.Module):
+    """Per branch: encoder -> f (sum of the chosen parts) -> linear classifier; logits combined."""
+
+    def __init__(self, size: ModelSize, classes: int, branches: tuple[str, ...], parts: tuple[str, ...], combine: str) -> None:
+        super().__init__()
+        self.branches, self.parts, self.combine = branches, parts, combine
+        self.encoders = nn.ModuleDict({m: SignEncoder(size) for m in branches})
+        self.classifiers = nn.ModuleDict({m: nn.Linear(size.width, classes) for m in branches})
+
+    def features(self, view: dict) -> dict[str, torch.Tensor]:
+        out = {}
+        for m in self.branches:
+            f_hand, f_trunk = self.encoders[m](view[m], view["mask"])
+            out[m] = sum({"hand": f_hand, "trunk": f_trunk}[p] for p in self.parts)
+        return out
+
+    def classify(self, view: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Combined logits and each branch's sequence feature."""
+        features = self.features(view)
+        logits = torch.stack([self.classifiers[m](f) for m, f in features.items()]).sum(0)
+        return (logits / len(features) if self.combine == "mean" else logits), features
+
+    def forward(self, view: dict) -> torch.Tensor:
+        return self.classify(view)[0]
+
+    def load_pretrained(self, state: dict, source: Path) -> None:
+        """Copy the pretrain checkpoint's query encoders (key encoders and heads are dropped)."""
+        for m in self.branches:
+            prefix = f"query.{m}.encoder."
+            weights = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
+            if not weights:
+                raise SlrpipeError(f"{source} has no {m} encoder: pretrain with branches both or {m}")
+            try:
+                self.encoders[m].load_state_dict(weights)
+            except RuntimeError as error:
+                raise SlrpipeError(f"{source}: its {m} encoder does not fit model.size ({str(error).splitlines()[0]})") from None
+
+
+def build_classifier(size: ModelSize, classes: int, settings: FinetuneParams) -> SignClassifier:
+    return SignClassifier(size, classes, branches_of(settings.branches), parts_of(settings.parts), settings.combine)
+
+
+@dataclass
+class FinetuneResult:
+    epochs_run: int
+    best_top1: float
+    best_epoch: int
+    last_metrics: dict[str, float]
+
+
+def _fingerprint(params: Params, dataset_path: Path, pretrained: Path | None) -> str:
+    return fingerprint(params.finetune, params.model.chosen, params.augment, file_digest(dataset_path),
+                       file_digest(pretrained) if pretrained else None)
+
+
+@torch.no_grad()
+def predict_scores(model: SignClassifier, dataset: PoseDataset, device: torch.device, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax class scores (N, C) and labels (N,) of a dataset in eval mode."""
+    was_training = model.training
+    model.eval()
+    scores, labels = [], []
+    for batch in DataLoader(dataset, batch_size=batch_size):
+        scores.append(F.softmax(model(to_device(batch["view"], device)).float(), dim=1).cpu())
+        labels.append(batch["label"])
+    model.train(was_training)
+    return torch.cat(scores).numpy(), torch.cat(labels).numpy()
+
+
+def _set_mode(model: SignClassifier, linear: bool) -> None:
+    model.train()
+    if linear:  # frozen encoders: no dropout, and BatchNorm statistics stay as pretrained
+        model.encoders.eval()
+
+
+def run_finetune(params: Params, dataset_path: Path, pretrained: Path, out_dir: Path, live_dir: Path | None,
+                 resume: bool = True) -> FinetuneResult:
+    runtime = start(params.finetune.device)
+    try:
+        return _train(params, dataset_path, pretrained, out_dir, live_dir, resume, runtime)
+    finally:
+        stop(runtime)
+
+
+def _train(params: Params, dataset_path: Path, pretrained: Path, out_dir: Path, live_dir: Path | None, resume: bool,
+           runtime: Runtime) -> FinetuneResult:
+    s = params.finetune
+    torch.manual_seed(s.seed)
+    subset = subset_key(s.label_fraction) if s.protocol == "semi" else None
+    mode = "train" if s.augment else "eval"
+    train_set = PoseDataset(dataset_path, params.augment, mode, split="train", subset=subset, seed=s.seed)
+    if len(train_set) == 0:
+        raise SlrpipeError(f"{dataset_path} has no training samples")
+    val_set = PoseDataset(dataset_path, params.augment, "eval", split="val")
+    with RaggedFile(dataset_path) as dataset_file:
+        preprocess = dataset_file.attr("preprocess")
+    sampler = DistributedSampler(train_set, num_replicas=runtime.world_size, rank=runtime.rank, shuffle=True, seed=s.seed)
+    loader = DataLoader(train_set, batch_size=s.batch_size, sampler=sampler, num_workers=s.num_workers,
+                        pin_memory=runtime.device.type == "cuda", persistent_workers=s.num_workers > 0)
+
+    size = params.model.chosen
+    model = build_classifier(size, len(train_set.glosses), s)
+    uses_pretraining = s.protocol != "scratch"
+    if uses_pretraining:
+        if not pretrained.is_file():
+            raise SlrpipeError(f"pretrained checkpoint {pretrained} not found: run the pretrain stage (dvc repro pretrain) "
+                               "or use finetune.protocol: scratch")
+        model.load_pretrained(load_checkpoint(pretrained), pretrained)
+    linear = s.protocol == "linear"
+    if linear:
+        model.encoders.requires_grad_(False)
+    model.to(runtime.device)
+    optimizer, scheduler = sgd_with_steps(model.parameters(), s.lr, s.sgd_momentum, s.weight_decay, s.schedule.lr_steps, s.lr_gamma)
+    checkpointer = Checkpointer(out_dir / LAST, _fingerprint(params, dataset_path, pretrained if uses_pretraining else None))
+    first_epoch, extra = checkpointer.resume(model, optimizer, scheduler) if resume else (0, {})
+    best_top1, best_epoch = extra.get("best_top1", -1.0), extra.get("best_epoch", 0)
+    trained = DistributedDataParallel(model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None) \
+        if runtime.distributed else model
+    live = open_live(live_dir, first_epoch > 0) if runtime.is_main else None
+    autocast = runtime.device.type == "cuda" and s.bf16
+    classes = len(train_set.glosses)
+
+    metrics: dict[str, float] = {}
+    for epoch in range(first_epoch, s.schedule.epochs):
+        sampler.set_epoch(epoch)
+        train_set.set_epoch(epoch)
+        _set_mode(model, linear)
+        loss_sum, correct, seen, started = 0.0, 0, 0, time.perf_counter()
+        for batch in tqdm(loader, desc=f"{s.protocol} {epoch + 1}/{s.schedule.epochs}", unit="batch",
+                          disable=not runtime.is_main, dynamic_ncols=True, leave=False):
+            view, labels = to_device(batch["view"], runtime.device), batch["label"].to(runtime.device)
+            with torch.autocast(runtime.device.type, dtype=torch.bfloat16, enabled=autocast):
+                logits = trained(view)
+                loss = F.cross_entropy(logits.float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(labels)
+            correct += (logits.argmax(1) == labels).sum().item()
+            seen += len(labels)
+        scheduler.step()
+        metrics = {"train/loss": loss_sum / seen, "train/top1": correct / seen, "lr": optimizer.param_groups[0]["lr"],
+                   "samples_per_second": seen * runtime.world_size / (time.perf_counter() - started)}
+        if runtime.is_main and len(val_set):
+            scores, labels = predict_scores(model, val_set, runtime.device, s.batch_size)
+            metrics["val/top1"] = per_instance_accuracy(scores, labels, 1)
+            if classes >= 5:
+                metrics["val/top5"] = per_instance_accuracy(scores, labels, 5)
+        if not runtime.is_main:
+            continue
+        # The best epoch by validation top-1 (by training top-1 when there is no validation split).
+        score = metrics.get("val/top1", metrics["train/top1"])
+        if score > best_top1:
+            best_top1, best_epoch = score, epoch + 1
+            save_model(out_dir / BEST, model, params, train_set.glosses, preprocess, epoch + 1, score)
+        log.info("epoch %d/%d %s", epoch + 1, s.schedule.epochs, ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        checkpointer.save(epoch + 1, model, optimizer, scheduler, best_top1=best_top1, best_epoch=best_epoch)
+        log_epoch(live, metrics)
+    if live is not None:
+        live.end()
+    return FinetuneResult(s.schedule.epochs - first_epoch, best_top1, best_epoch, metrics)
+
+
+def save_model(path: Path, model: SignClassifier, params: Params, glosses: list[str], preprocess: dict, epoch: int,
+               score: float) -> None:
+    """The deployable model file: weights plus everything needed to prepare new inputs the same way."""
+    save_checkpoint({
+        "format": MODEL_FORMAT,
+        "model": model.state_dict(),
+        "model_size": params.model.chosen.model_dump(mode="json"),
+        "finetune": params.finetune.model_dump(mode="json"),
+        "glosses": list(glosses),
+        "preprocess": preprocess,
+        "augment": params.augment.model_dump(mode="json"),
+        "dataset": {"frame_size": list(params.dataset.frame_size), "fps": params.dataset.fps},
+        "epoch": epoch,
+        "selection_top1": score,
+    }, path)
+
+
+def load_model(path: Path) -> tuple[SignClassifier, dict]:
+    """A model file written by `save_model` -> (classifier in eval mode, the file's metadata)."""
+    state = load_checkpoint(path)
+    if state.get("format") != MODEL_FORMAT:
+        raise SlrpipeError(f"{path} is not a slrpipe model file (run the finetune stage to make one)")
+    settings = FinetuneParams.model_validate(state["finetune"])
+    model = build_classifier(ModelSize.model_validate(state["model_size"]), len(state["glosses"]), settings)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model, state

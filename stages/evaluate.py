@@ -1,0 +1,34 @@
+"""Stage `evaluate`: test-set scores and the paper's metrics (reports/eval/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from slrpipe.config import load_params
+from slrpipe.evaluate import run_evaluate
+from stages.common import ParamsOption, setup_logging, standalone, user_errors
+
+MODEL = Path("models/finetune/best.pt")
+DATASET = Path("data/preprocess/dataset.h5")
+OUT_DIR = Path("reports/eval")
+
+
+def evaluate(
+    params: Path = ParamsOption,
+    model: Path = typer.Option(MODEL, help="The finetune stage's model file."),
+    dataset: Path = typer.Option(DATASET, help="The preprocess stage's dataset file."),
+    out_dir: Path = typer.Option(OUT_DIR, help="Where scores, metrics, per-class table and confusion pairs go."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Score the test split and compute P-I / P-C top-k accuracy (and fused "+R" metrics when configured)."""
+    setup_logging(verbose)
+    with user_errors():
+        result = run_evaluate(load_params(params), model, dataset, out_dir)
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.count("/") == 1)
+    typer.echo(f"evaluate: {result.samples} test samples, {shown} -> {out_dir}")
+
+
+if __name__ == "__main__":
+    standalone(evaluate)()

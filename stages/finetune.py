@@ -1,0 +1,41 @@
+"""Stage `finetune`: train the recognizer from the pretrained encoders (models/finetune/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from slrpipe.config import load_params
+from slrpipe.finetune import run_finetune
+from stages.common import ParamsOption, setup_logging, standalone, user_errors
+
+DATASET = Path("data/preprocess/dataset.h5")
+PRETRAINED = Path("models/pretrain/checkpoint.pt")
+OUT_DIR = Path("models/finetune")
+LIVE_DIR = Path("dvclive/finetune")
+
+
+def finetune(
+    params: Path = ParamsOption,
+    dataset: Path = typer.Option(DATASET, help="The preprocess stage's dataset file."),
+    pretrained: Path = typer.Option(PRETRAINED, help="The pretrain stage's checkpoint (unused by protocol scratch)."),
+    out_dir: Path = typer.Option(OUT_DIR, help="Where best.pt (the model) and last.pt (for resuming) go."),
+    live_dir: Path = typer.Option(LIVE_DIR, help="dvclive metrics and plots."),
+    resume: bool = typer.Option(True, help="Continue from last.pt when it was made with the same settings and data."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Fine-tune, linear-probe, semi-supervise or train from scratch (finetune.protocol).
+
+    Several GPUs or nodes: torchrun --nproc-per-node=N -m stages.finetune
+    """
+    setup_logging(verbose)
+    with user_errors():
+        settings = load_params(params)
+        result = run_finetune(settings, dataset, pretrained, out_dir, live_dir, resume)
+    typer.echo(f"finetune ({settings.finetune.protocol}): {result.epochs_run} epochs run, best top-1 {result.best_top1:.4f} "
+               f"at epoch {result.best_epoch} -> {out_dir / 'best.pt'}")
+
+
+if __name__ == "__main__":
+    standalone(finetune)()

@@ -1,0 +1,125 @@
+"""Downstream protocols and evaluation on real KSL data with a tiny model."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from slrpipe import finetune as finetune_module
+from slrpipe.checkpoints import load_checkpoint
+from slrpipe.errors import SlrpipeError
+from slrpipe.evaluate import run_evaluate
+from slrpipe.finetune import load_model, run_finetune
+from slrpipe.metrics import evaluate as compute_metrics
+from slrpipe.metrics import fuse, read_scores_csv, write_scores_csv
+from slrpipe.pretrain.train import run_pretrain
+from tests.conftest import tiny_params
+
+
+@pytest.fixture(scope="module")
+def pretrained(ksl_dataset, tmp_path_factory):
+    root, dataset = ksl_dataset
+    out = tmp_path_factory.mktemp("pretrained")
+    run_pretrain(tiny_params(root, 2, knn_every=10), dataset, out, None, resume=False)
+    return out / "checkpoint.pt"
+
+
+def _finetune(ksl_dataset, pretrained, tmp_path, epochs=2, **finetune):
+    root, dataset = ksl_dataset
+    protocol = finetune.get("protocol", "finetune")
+    schedules = {name: {"epochs": epochs, "lr_steps": []} for name in ("finetune", "linear", "semi", "scratch")}
+    params = tiny_params(root, 2, finetune={"schedules": schedules, **finetune})
+    result = run_finetune(params, dataset, pretrained, tmp_path / protocol, None, resume=False)
+    return params, result, tmp_path / protocol / "best.pt"
+
+
+def test_finetune_starts_from_the_pretrained_query_encoders(ksl_dataset, pretrained, tmp_path, monkeypatch):
+    loaded = {}
+    original = finetune_module.SignClassifier.load_pretrained
+
+    def spy(self, state, source):
+        original(self, state, source)
+        loaded.update({f"{m}.{k}": v.clone() for m in self.branches for k, v in self.encoders[m].state_dict().items()})
+
+    monkeypatch.setattr(finetune_module.SignClassifier, "load_pretrained", spy)
+    _finetune(ksl_dataset, pretrained, tmp_path, epochs=1)
+    state = load_checkpoint(pretrained)["model"]
+    for name, value in loaded.items():
+        branch, key = name.split(".", 1)
+        assert torch.equal(value, state[f"query.{branch}.encoder.{key}"]), name
+
+
+def test_linear_protocol_leaves_encoders_bit_identical(ksl_dataset, pretrained, tmp_path):
+    _, result, best = _finetune(ksl_dataset, pretrained, tmp_path, epochs=2, protocol="linear")
+    trained = load_checkpoint(best)["model"]
+    state = load_checkpoint(pretrained)["model"]
+    encoder_keys = [k for k in trained if k.startswith("encoders.")]
+    assert encoder_keys
+    for key in encoder_keys:  # weights and BatchNorm statistics alike
+        branch, rest = key[len("encoders."):].split(".", 1)
+        assert torch.equal(trained[key], state[f"query.{branch}.encoder.{rest}"]), key
+    classifier = [k for k in trained if k.startswith("classifiers.")]
+    assert classifier and result.epochs_run == 2
+
+
+def test_semi_trains_on_exactly_the_saved_ids(ksl_dataset, pretrained, tmp_path, monkeypatch):
+    seen = []
+    original = finetune_module.PoseDataset.__getitem__
+
+    def spy(self, position):
+        if self.mode == "train":
+            seen.append(self.sample_ids[position])
+        return original(self, position)
+
+    monkeypatch.setattr(finetune_module.PoseDataset, "__getitem__", spy)
+    _finetune(ksl_dataset, pretrained, tmp_path, epochs=1, protocol="semi", label_fraction=0.4)
+    saved = json.loads((ksl_dataset[1].parent / "label_subsets.json").read_text())["40%"]
+    assert sorted(set(seen)) == sorted(saved)
+
+
+def test_scratch_loads_no_pretrained_weights(ksl_dataset, tmp_path, monkeypatch):
+    def refuse(*_):
+        raise AssertionError("scratch must not read a checkpoint")
+
+    monkeypatch.setattr(finetune_module, "load_checkpoint", refuse)
+    _, result, best = _finetune(ksl_dataset, tmp_path / "no-such-checkpoint.pt", tmp_path, epochs=1, protocol="scratch")
+    assert best.is_file() and result.epochs_run == 1
+
+
+def test_missing_pretrained_checkpoint_is_one_clear_line(ksl_dataset, tmp_path):
+    with pytest.raises(SlrpipeError, match="pretrained checkpoint .* not found: run the pretrain stage"):
+        _finetune(ksl_dataset, tmp_path / "absent.pt", tmp_path, epochs=1)
+
+
+def test_evaluate_writes_scores_metrics_and_fuses_by_id(ksl_dataset, pretrained, tmp_path):
+    params, _, best = _finetune(ksl_dataset, pretrained, tmp_path, epochs=2)
+    model, meta = load_model(best)
+    assert meta["glosses"] == ["bad", "glad", "no", "yes"] and not model.training
+    out = tmp_path / "eval"
+    result = run_evaluate(params, best, ksl_dataset[1], out)
+    ids, scores = read_scores_csv(out / "scores.csv")
+    assert len(ids) == result.samples == json.loads((out / "metrics.json").read_text())["samples"]
+    np.testing.assert_allclose(scores.sum(1), 1.0, atol=1e-5)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["per_instance"]) == {"top1"} and set(metrics["per_class"]) == {"top1"}  # 4 classes: no top-5
+    lines = (out / "confusion.csv").read_text().splitlines()
+    assert lines[0] == "actual,predicted" and len(lines) == len(ids) + 1
+    embeddings = np.load(out / "embeddings.npz")
+    assert embeddings["joint"].shape[0] == embeddings["motion"].shape[0] == len(ids)
+
+    # Late fusion with another model's scores, given in another order.
+    other = np.random.default_rng(0).random(scores.shape)
+    order = np.random.default_rng(1).permutation(len(ids))
+    write_scores_csv(tmp_path / "rgb.csv", [ids[i] for i in order], None, other[order], meta["glosses"])
+    fused_params = params.model_copy(update={"evaluate": params.evaluate.model_copy(update={"fusion_scores": tmp_path / "rgb.csv"})})
+    fused = run_evaluate(fused_params, best, ksl_dataset[1], tmp_path / "eval_fused")
+    expected = compute_metrics(fuse(ids, scores, ids, other), np.asarray(_labels(out)), [1])
+    assert fused.metrics["fused/per_instance/top1"] == pytest.approx(expected["per_instance/top1"])
+
+
+def _labels(out):
+    import csv
+
+    with (out / "scores.csv").open() as handle:
+        return [int(row["label"]) for row in csv.DictReader(handle)]
