@@ -1,0 +1,310 @@
+"""Evaluation metrics of the paper (Sec. IV-B) and late fusion "(+R)"; pure numpy.
+
+Accuracies are fractions in [0, 1], not percentages.
+
+- Per-instance (P-I) top-k: the fraction of test samples whose true class is among the k
+  highest scores.
+- Per-class (P-C) top-k: the mean, over the classes PRESENT in the test labels, of each
+  class's top-k accuracy. A class with no test sample is ignored, not counted as 0 (the paper:
+  "the average of the sign categories present in the test data").
+
+Ties. The true class's rank is the number of classes that score strictly higher plus the
+number that score exactly the same and have a smaller class index; a sample is correct at k
+iff rank < k. This is the position of the true class in a stable descending sort, and at k=1
+it agrees with `np.argmax` (first maximum), so top-1 accuracy and the confusion matrix never
+disagree. A tie is thus never resolved in the true class's favour merely because it is a tie:
+a model with constant scores "predicts" class 0 and is right exactly when the label is 0. NaN
+scores are an error (every comparison with NaN is false, which would rank a NaN true class
+first).
+
+Scores CSV (for late fusion). UTF-8, standard CSV quoting (so glosses may hold commas, quotes
+and spaces), one row per sample:
+
+    sample_id,label,<gloss_0>,<gloss_1>,...,<gloss_{C-1}>
+
+`sample_id` is the first column and must be unique. `label` (the integer true class) is
+optional: it may be empty, or the column may be left out (an external model's file); it is
+read as the label column only if its header is exactly "label". Then one score column per
+class, headed by the gloss names in label order (the order of glosses.txt). `write_scores_csv`
+writes the shortest text that reads back to the same float.
+
+Late fusion adds the two models' scores as given, matched by sample id (any row order). Logits
+of two models have unrelated scales, so `fuse` applies a softmax to both by default and adds
+probabilities; pass normalize="none" to add the given values unchanged (e.g. when both files
+already hold probabilities).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slrpipe.errors import SlrpipeError
+
+
+def _check(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.asarray(scores)
+    labels = np.asarray(labels)
+    if scores.ndim != 2:
+        raise SlrpipeError(f"scores must be a (samples, classes) array, got shape {scores.shape}")
+    if labels.ndim != 1 or len(labels) != len(scores):
+        raise SlrpipeError(f"labels must be one per sample: {labels.shape} labels for {len(scores)} score rows")
+    if len(labels) and not np.issubdtype(labels.dtype, np.integer):
+        raise SlrpipeError(f"labels must be integer class indices, got {labels.dtype}")
+    classes = scores.shape[1]
+    outside = np.flatnonzero((labels < 0) | (labels >= classes))
+    if len(outside):
+        i = outside[0]
+        raise SlrpipeError(f"label {labels[i]} of sample {i} is outside the model's {classes} classes (0-{classes - 1})")
+    nan_rows = np.flatnonzero(np.isnan(scores).any(axis=1)) if np.issubdtype(scores.dtype, np.floating) else []
+    if len(nan_rows):
+        raise SlrpipeError(f"scores of sample {nan_rows[0]} are NaN ({len(nan_rows)} samples have NaN scores)")
+    return scores, labels.astype(np.int64)
+
+
+def _check_k(k: int, classes: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise SlrpipeError(f"top-k accuracy needs an integer k >= 1, got {k!r}")
+    if k > classes:
+        raise SlrpipeError(f"top-{k} accuracy needs at least {k} classes, the model has {classes}")
+
+
+def true_rank(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(N,) 0-based rank of each sample's true class, ties broken by class index (module docstring)."""
+    scores, labels = _check(scores, labels)
+    true = scores[np.arange(len(labels)), labels][:, None]
+    before = np.arange(scores.shape[1])[None, :] < labels[:, None]
+    return (scores > true).sum(axis=1) + ((scores == true) & before).sum(axis=1)
+
+
+def topk_correct(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """(N,) bool: the true class is among the k highest scores (rank < k)."""
+    rank = true_rank(scores, labels)
+    _check_k(k, np.shape(scores)[1])
+    return rank < k
+
+
+def _mean_per_class(correct: np.ndarray, labels: np.ndarray) -> float:
+    counts = np.bincount(labels)
+    present = counts > 0  # absent classes would be 0/0: they are left out, not counted as 0
+    hits = np.bincount(labels, weights=correct, minlength=len(counts))
+    return float(np.mean(hits[present] / counts[present]))
+
+
+def _nonempty(labels: np.ndarray, what: str = "the test set") -> None:
+    if len(labels) == 0:
+        raise SlrpipeError(f"no samples to evaluate in {what}")
+
+
+def per_instance_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """P-I top-k: the fraction of samples that are top-k correct."""
+    correct = topk_correct(scores, labels, k)
+    _nonempty(correct)
+    return float(correct.mean())
+
+
+def per_class_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """P-C top-k: the mean of the per-class top-k accuracies over the classes present in `labels`."""
+    correct = topk_correct(scores, labels, k)
+    _nonempty(correct)
+    return _mean_per_class(correct, np.asarray(labels, dtype=np.int64))
+
+
+def per_class_table(scores: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1, 5)) -> list[dict[str, Any]]:
+    """One row per class present in `labels`, by class index: {"class", "samples", "top1", "top5", ...}."""
+    correct = {k: topk_correct(scores, labels, k) for k in ks}
+    labels = np.asarray(labels, dtype=np.int64)
+    rows = []
+    for label in np.unique(labels):
+        mine = labels == label
+        row: dict[str, Any] = {"class": int(label), "samples": int(mine.sum())}
+        row.update({f"top{k}": float(hits[mine].mean()) for k, hits in correct.items()})
+        rows.append(row)
+    return rows
+
+
+def confusion_matrix(scores: np.ndarray, labels: np.ndarray, classes: int) -> np.ndarray:
+    """(C, C) int64 counts: row = true class, column = top-1 prediction (first maximum)."""
+    scores, labels = _check(scores, labels)
+    if scores.shape[1] != classes:
+        raise SlrpipeError(f"scores have {scores.shape[1]} classes, expected {classes}")
+    predicted = scores.argmax(axis=1) if len(scores) else np.zeros(0, dtype=np.int64)
+    counts = np.bincount(labels * classes + predicted, minlength=classes * classes)
+    return counts.reshape(classes, classes).astype(np.int64)
+
+
+def _metrics(rank: np.ndarray, labels: np.ndarray, ks: Sequence[int], prefix: str) -> dict[str, float]:
+    result = {f"{prefix}per_instance/top{k}": float((rank < k).mean()) for k in ks}
+    result.update({f"{prefix}per_class/top{k}": _mean_per_class(rank < k, labels) for k in ks})
+    return result
+
+
+def evaluate(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    ks: Sequence[int] = (1, 5),
+    subsets: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, float]:
+    """All metrics: "per_instance/top1", ..., "per_class/top5", then "<subset>/per_instance/top1", ...
+
+    `subsets` maps a name (e.g. NMFs-CSL's "confusing" and "normal") to a (N,) bool mask of the
+    samples it holds; P-C within a subset averages over the classes present in that subset.
+    """
+    rank = true_rank(scores, labels)  # validates scores and labels
+    labels = np.asarray(labels, dtype=np.int64)
+    for k in ks:
+        _check_k(k, np.shape(scores)[1])
+    _nonempty(labels)
+    result = _metrics(rank, labels, ks, "")
+    for name, mask in (subsets or {}).items():
+        if not name or "/" in name:
+            raise SlrpipeError(f"subset name {name!r} must be non-empty and without '/' (it prefixes metric names)")
+        mask = np.asarray(mask)
+        if mask.dtype != np.bool_ or mask.shape != labels.shape:
+            raise SlrpipeError(f"subset {name!r} must be a bool mask of the {len(labels)} samples, "
+                               f"got {mask.dtype} of shape {mask.shape}")
+        _nonempty(labels[mask], f"subset {name!r}")
+        result.update(_metrics(rank[mask], labels[mask], ks, f"{name}/"))
+    return result
+
+
+# --- Scores CSV and late fusion -------------------------------------------------------------
+
+
+def _format_scores(row: np.ndarray) -> list[str]:
+    # numpy's str() of a float32 is its shortest round-tripping text (Python's repr would print
+    # the float64 widening, ~17 digits); float64 (and anything else) goes through Python's repr.
+    if row.dtype == np.float32:
+        return [str(value) for value in row]
+    return [repr(value) for value in row.astype(np.float64).tolist()]
+
+
+def write_scores_csv(
+    path: Path,
+    sample_ids: Sequence[str],
+    labels: Sequence[int] | np.ndarray | None,
+    scores: np.ndarray,
+    glosses: Sequence[str],
+) -> None:
+    """Write the scores CSV of the module docstring; `labels=None` leaves the label column empty."""
+    scores = np.asarray(scores)
+    if scores.ndim != 2 or len(sample_ids) != len(scores) or len(glosses) != scores.shape[1]:
+        raise SlrpipeError(f"scores of shape {scores.shape} do not fit {len(sample_ids)} sample ids "
+                           f"and {len(glosses)} glosses")
+    if labels is not None and len(labels) != len(scores):
+        raise SlrpipeError(f"{len(labels)} labels for {len(scores)} samples")
+    if not all(sample_ids):
+        raise SlrpipeError("an empty sample id cannot be matched by fusion")
+    _unique_ids(sample_ids, "the")
+    with Path(path).open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["sample_id", "label", *glosses])
+        for i, sample_id in enumerate(sample_ids):
+            label = "" if labels is None else str(int(labels[i]))
+            writer.writerow([sample_id, label, *_format_scores(scores[i])])
+
+
+def read_scores_csv(path: Path, glosses: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
+    """Read a scores CSV: (sample ids, (N, C) float64 scores). The label column, if any, is ignored.
+
+    With `glosses`, the score columns' headers must be exactly these names in this order.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SlrpipeError(f"{path} not found")
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    if not rows or not rows[0] or rows[0][0] != "sample_id":
+        raise SlrpipeError(f"{path}: the first column must be headed 'sample_id' (columns: sample_id,label,<glosses>)")
+    header = rows[0]
+    first = 2 if len(header) > 1 and header[1] == "label" else 1
+    names = header[first:]
+    if not names:
+        raise SlrpipeError(f"{path}: no score columns after {','.join(header[:first])}")
+    if glosses is not None:
+        for column, (got, want) in enumerate(zip(names, glosses), start=first + 1):
+            if got != want:
+                raise SlrpipeError(f"{path}: column {column} (class {column - first - 1}) is headed {got!r}, "
+                                   f"expected gloss {want!r}; the classes must be in the order of our glosses")
+        if len(names) != len(glosses):
+            raise SlrpipeError(f"{path} has {len(names)} score columns, our model has {len(glosses)} classes")
+    sample_ids: list[str] = []
+    scores = np.empty((len(rows) - 1, len(names)), dtype=np.float64)
+    seen: dict[str, int] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise SlrpipeError(f"{path} line {line}: {len(row)} fields, the header has {len(header)}")
+        sample_id = row[0]
+        if not sample_id:
+            raise SlrpipeError(f"{path} line {line}: empty sample id")
+        if sample_id in seen:
+            raise SlrpipeError(f"{path} line {line}: sample id {sample_id!r} repeats line {seen[sample_id]}")
+        seen[sample_id] = line
+        try:
+            scores[line - 2] = [float(cell) for cell in row[first:]]
+        except ValueError:
+            bad = next(c for c, cell in enumerate(row[first:]) if not _is_float(cell))
+            raise SlrpipeError(f"{path} line {line}: score {row[first + bad]!r} of {names[bad]!r} is not a number") from None
+        sample_ids.append(sample_id)
+    return sample_ids, scores
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    shifted = np.exp(scores - scores.max(axis=1, keepdims=True))  # shift by the max: no overflow
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def _unique_ids(ids: Sequence[str], whose: str) -> dict[str, int]:
+    index: dict[str, int] = {}
+    for i, sample_id in enumerate(ids):
+        if sample_id in index:
+            raise SlrpipeError(f"{whose} scores list sample id {sample_id!r} twice")
+        index[sample_id] = i
+    return index
+
+
+def fuse(
+    sample_ids: Sequence[str],
+    scores: np.ndarray,
+    other_ids: Sequence[str],
+    other_scores: np.ndarray,
+    normalize: str = "softmax",
+) -> np.ndarray:
+    """Late fusion "(+R)": our scores plus the other model's, matched by sample id; rows in our order.
+
+    normalize="softmax" (default) turns both into probabilities first; "none" adds them as given.
+    Both must cover exactly the same sample ids and the same number of classes.
+    """
+    if normalize not in ("softmax", "none"):
+        raise SlrpipeError(f"normalize must be 'softmax' or 'none', got {normalize!r}")
+    scores, other_scores = np.asarray(scores, dtype=np.float64), np.asarray(other_scores, dtype=np.float64)
+    for ids, values, whose in ((sample_ids, scores, "our"), (other_ids, other_scores, "the other model's")):
+        if values.ndim != 2 or len(values) != len(ids):
+            raise SlrpipeError(f"{whose} scores of shape {values.shape} do not fit {len(ids)} sample ids")
+    if scores.shape[1] != other_scores.shape[1]:
+        raise SlrpipeError(f"our model scores {scores.shape[1]} classes, the other model {other_scores.shape[1]}")
+    ours = _unique_ids(sample_ids, "our")
+    theirs = _unique_ids(other_ids, "the other model's")
+    missing = [sample_id for sample_id in sample_ids if sample_id not in theirs]
+    if missing:
+        raise SlrpipeError(f"the other model's scores lack {len(missing)} of our sample ids, the first is {missing[0]!r}")
+    extra = [sample_id for sample_id in other_ids if sample_id not in ours]
+    if extra:
+        raise SlrpipeError(f"the other model's scores have {len(extra)} sample ids that we do not, "
+                           f"the first is {extra[0]!r}")
+    other_scores = other_scores[[theirs[sample_id] for sample_id in sample_ids]]
+    if normalize == "softmax":
+        scores, other_scores = _softmax(scores), _softmax(other_scores)
+    return scores + other_scores
