@@ -35,6 +35,18 @@ def _to_torch(tree: Any) -> Any:
     return torch.from_numpy(tree)
 
 
+def eval_view(coords: np.ndarray, mask: np.ndarray, settings: AugmentParams) -> dict[str, dict[str, torch.Tensor]]:
+    """The model's input for one sample without augmentation: the whole sequence resampled to
+    T' frames. Training-time evaluation and `slrpipe predict` both come through here.
+
+    Coordinates go through float32 first, as dataset.h5 stores them, so a sequence prepared
+    on the fly gives bit-identical tensors to the same sequence read from the file.
+    """
+    coords = np.asarray(coords, dtype=np.float32).astype(np.float64)
+    mask = np.asarray(mask, dtype=bool)
+    return _to_torch(split_parts(*resample(coords, mask, 0, len(coords), settings.frames), settings.motion))
+
+
 class PoseDataset(Dataset):
     def __init__(
         self,
@@ -94,8 +106,7 @@ class PoseDataset(Dataset):
         coords, mask = self.sequence(position)
         label = torch.tensor(self.labels[self.indices[position]])
         if self.mode == "eval":
-            view = split_parts(*resample(coords, mask, 0, len(coords), self.settings.frames), self.settings.motion)
-            return {"view": _to_torch(view), "label": label, "index": torch.tensor(position)}
+            return {"view": eval_view(coords, mask, self.settings), "label": label, "index": torch.tensor(position)}
         rng = np.random.default_rng([self.seed, self.epoch, position])
         count = 2 if self.mode == "pretrain" else 1
         views = [
