@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from slrpipe.errors import ParamsError
 
@@ -232,7 +232,9 @@ class FinetuneParams(Section):
     # finetune: all weights train from the pretrained query encoders; linear: encoders frozen;
     # semi: like finetune, on a saved label subset; scratch: same model, random initialisation.
     protocol: Literal["finetune", "linear", "semi", "scratch"] = "finetune"
-    label_fraction: float = Field(default=0.2, gt=0, le=1)  # semi: which saved subset
+    # Train on a saved label subset (0.2 = the 20 % subset). `semi` needs one; the other
+    # protocols use it when set (e.g. scratch at 20 %, the baseline of the semi-supervised table).
+    label_fraction: float | None = Field(default=None, gt=0, le=1)
     branches: Literal["both", "joint", "motion"] = "both"
     parts: Literal["both", "hand", "trunk"] = "both"
     # Prediction = sum of the joint and motion branch logits (paper); authors: mean.
@@ -261,6 +263,12 @@ class FinetuneParams(Section):
         if missing:
             raise ValueError(f"no schedule for {', '.join(sorted(missing))}")
         return schedules
+
+    @model_validator(mode="after")
+    def _semi_needs_fraction(self) -> FinetuneParams:
+        if self.protocol == "semi" and self.label_fraction is None:
+            raise ValueError("protocol semi needs label_fraction (0.2, 0.4 or 0.6: a subset saved by preprocess)")
+        return self
 
     @property
     def schedule(self) -> Schedule:

@@ -129,7 +129,7 @@ def _train(params: Params, dataset_path: Path, pretrained: Path, out_dir: Path, 
            runtime: Runtime) -> FinetuneResult:
     s = params.finetune
     torch.manual_seed(s.seed)
-    subset = subset_key(s.label_fraction) if s.protocol == "semi" else None
+    subset = subset_key(s.label_fraction) if s.label_fraction is not None else None
     mode = "train" if s.augment else "eval"
     train_set = PoseDataset(dataset_path, params.augment, mode, split="train", subset=subset, seed=s.seed)
     if len(train_set) == 0:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from stages import evaluate, extract, finetune, predict, preprocess, pretrain, show
+from stages import evaluate, extract, finetune, predict, preprocess, pretrain, report, show
 
 app = typer.Typer(
     add_completion=False,
@@ -18,6 +18,7 @@ app.command("preprocess")(preprocess.preprocess)
 app.command("pretrain")(pretrain.pretrain)
 app.command("finetune")(finetune.finetune)
 app.command("evaluate")(evaluate.evaluate)
+app.command("report")(report.report)
 app.command("predict")(predict.predict)
 app.command("show")(show.show)
 

@@ -1,0 +1,37 @@
+"""Stage `report`: this run's results beside the paper's, with t-SNE and training curves (reports/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from slrpipe.config import load_params
+from slrpipe.report import run_report
+from stages.common import ParamsOption, setup_logging, standalone, user_errors
+
+EVAL_DIR = Path("reports/eval")
+PREPROCESS_DIR = Path("data/preprocess")
+LIVE_DIR = Path("dvclive")
+OUT_DIR = Path("reports")
+
+
+def report(
+    params: Path = ParamsOption,
+    eval_dir: Path = typer.Option(EVAL_DIR, help="The evaluate stage's folder (metrics.json, per_class.csv, embeddings.npz)."),
+    preprocess_dir: Path = typer.Option(PREPROCESS_DIR, help="The preprocess stage's folder (preprocess_summary.json)."),
+    live_dir: Path = typer.Option(LIVE_DIR, help="The dvclive folder holding pretrain/ and finetune/ curves."),
+    out_dir: Path = typer.Option(OUT_DIR, help="Where results.md, results.csv and figures/ go."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Render results.md and results.csv: this run's numbers in the layout of the paper's tables,
+    the published numbers beside them, a t-SNE of the test embeddings and the training curves."""
+    setup_logging(verbose)
+    with user_errors():
+        live_dirs = {stage: live_dir / stage for stage in ("pretrain", "finetune")}
+        path = run_report(load_params(params), eval_dir, preprocess_dir, live_dirs, out_dir)
+    typer.echo(f"report: {path}, {out_dir / 'results.csv'}, {out_dir / 'figures'}/")
+
+
+if __name__ == "__main__":
+    standalone(report)()

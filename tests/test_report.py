@@ -1,0 +1,293 @@
+"""The report stage on small fixed inputs: the evaluate stage's metrics, per-class table and
+embeddings, the preprocess summary and dvclive curves, all written here."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from slrpipe.config import parse_params
+from slrpipe.errors import SlrpipeError
+from slrpipe.report import NO_PUBLISHED, paper_dataset, paper_results, run_report, tsne_2d, tsne_perplexity
+
+GLOSSES = ["bad", "do it", "don't", "follow me", "glad", "good", "hate", "i'm fine", "no", "sorry", "tired", "yes"]
+METRICS = {"per_instance": {"top1": 0.423077, "top5": 0.884615}, "per_class": {"top1": 0.401389, "top5": 0.875}}
+
+
+def make_params(tmp_path: Path, source: str = "msasl", num_classes: int | None = 100, **sections: dict):
+    data = {"dataset": {"source": source, "root": str(tmp_path / "data"), "num_classes": num_classes}, **sections}
+    return parse_params(data, tmp_path / "params.yaml")
+
+
+def write_eval(folder: Path, metrics: dict | None = None, branches: tuple[str, ...] = ("joint", "motion"),
+               samples: int = 60, classes: int = 12) -> Path:
+    """metrics.json, per_class.csv and embeddings.npz as the evaluate stage writes them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    labels = np.arange(samples) % classes
+    metrics = {**(METRICS if metrics is None else metrics), "samples": samples}
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    with (folder / "per_class.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["label", "gloss", "samples", "top1", "top5"])
+        for label in range(classes):
+            writer.writerow([label, GLOSSES[label % len(GLOSSES)], samples // classes, f"{label / (classes - 1):.6f}", "1.000000"])
+    centres = {b: rng.normal(size=(classes, 32)) for b in branches}
+    features = {b: (centres[b][labels] + 0.35 * rng.normal(size=(samples, 32))).astype(np.float32) for b in branches}
+    np.savez(folder / "embeddings.npz", labels=labels, sample_ids=np.array([f"s{i}" for i in range(samples)]), **features)
+    return folder
+
+
+def write_preprocess(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    summary = {"samples": 128, "bad": 2, "frames": 3578, "train_samples": 77, "val_samples": 26, "test_samples": 25,
+               "labelled_20%": 25, "labelled_40%": 38, "labelled_60%": 51}
+    (folder / "preprocess_summary.json").write_text(json.dumps(summary))
+    (folder / "label_subsets.json").write_text(json.dumps({"20%": [f"s{i}" for i in range(25)],
+                                                           "40%": [f"s{i}" for i in range(38)],
+                                                           "60%": [f"s{i}" for i in range(51)]}))
+    return folder
+
+
+def write_curve(live_dir: Path, name: str, steps, values) -> None:
+    path = live_dir / "plots" / "metrics" / f"{name}.tsv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    leaf = name.rsplit("/", 1)[-1]
+    path.write_text(f"step\t{leaf}\n" + "".join(f"{s}\t{v}\n" for s, v in zip(steps, values)))
+
+
+def write_live(root: Path, pretrain: bool = True, finetune: bool = True) -> dict[str, Path]:
+    epochs = np.arange(30)
+    decay = np.exp(-epochs / 10)
+    if pretrain:
+        for name, scale in (("total", 12), ("contrast_joint", 5), ("contrast_motion", 4.5), ("consistency_joint", 1.3),
+                            ("consistency_motion", 1.5), ("transfer_joint_to_motion", 2.8), ("transfer_motion_to_joint", 3)):
+            write_curve(root / "pretrain", f"loss/{name}", epochs, scale * (0.3 + 0.7 * decay))
+        write_curve(root / "pretrain", "knn_accuracy", [4, 9, 14, 19, 24, 29], [0.31, 0.35, 0.42, 0.46, 0.5, 0.5])
+        write_curve(root / "pretrain", "lr", epochs, np.where(epochs < 20, 0.01, 0.001))
+    if finetune:
+        write_curve(root / "finetune", "train/loss", epochs, 4.5 * decay + 0.02)
+        write_curve(root / "finetune", "train/top1", epochs, 1 - 0.9 * decay)
+        write_curve(root / "finetune", "val/top1", epochs, 0.46 - 0.4 * decay)
+        write_curve(root / "finetune", "val/top5", epochs, 0.88 - 0.5 * decay)
+        write_curve(root / "finetune", "lr", epochs, np.where(epochs < 20, 0.01, 0.001))
+    return {"pretrain": root / "pretrain", "finetune": root / "finetune"}
+
+
+def render(tmp_path: Path, params=None, metrics: dict | None = None, branches=("joint", "motion"), **live: bool):
+    params = params or make_params(tmp_path)
+    eval_dir = write_eval(tmp_path / "reports" / "eval", metrics, branches)
+    path = run_report(params, eval_dir, write_preprocess(tmp_path / "preprocess"), write_live(tmp_path / "dvclive", **live),
+                      tmp_path / "reports")
+    return path, path.read_text(encoding="utf-8")
+
+
+def csv_rows(path: Path) -> list[dict]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def assert_png(path: Path) -> np.ndarray:
+    """The PNG exists and is not blank: many distinct colours, not one flat image."""
+    from matplotlib.image import imread
+
+    assert path.is_file(), path
+    image = imread(path)[..., :3]
+    assert image.std() > 0.05
+    rgb = (image.reshape(-1, 3) * 255).astype(np.uint32)
+    assert len(np.unique(rgb[:, 0] << 16 | rgb[:, 1] << 8 | rgb[:, 2])) > 20
+    return image
+
+
+@pytest.fixture(scope="module")
+def msasl(tmp_path_factory) -> tuple[Path, str]:
+    return render(tmp_path_factory.mktemp("msasl"))
+
+
+def test_paper_results_are_package_data():
+    rows = paper_results()
+    assert {r.table for r in rows} == {"I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XI"}
+    ours = {(r.dataset, r.metric): r.value for r in rows if r.table == "I" and r.method == "Ours"}
+    assert ours[("MSASL100", "P-I top1")] == 86.26
+
+
+@pytest.mark.parametrize(("source", "classes", "expected"), [
+    ("msasl", 100, "MSASL100"), ("msasl", None, "MSASL1000"), ("wlasl", 300, "WLASL300"), ("wlasl", None, "WLASL2000"),
+    ("wlasl", 1000, None), ("nmfs_csl", None, "NMFs-CSL"), ("slr500", None, "SLR500"), ("mp_data", None, None),
+])
+def test_paper_dataset(tmp_path, source, classes, expected):
+    assert paper_dataset(make_params(tmp_path, source, classes)) == expected
+
+
+def test_msasl_finetune_beside_table_one(msasl):
+    _path, text = msasl
+    assert text.startswith("# Results: MSASL100, protocol finetune")
+    # this run, percent with 2 decimals
+    assert "| all test samples | 42.31 | 88.46 | 40.14 | 87.50 |" in text
+    assert "| this run | finetune | 42.31 | 88.46 | 40.14 | 87.50 |" in text
+    # the paper's "Ours" row of Table I and the strongest skeleton baselines
+    assert "| paper, Table I | Ours | 86.26 | 96.96 | 86.63 | 96.79 |" in text
+    assert "| paper, Table I | SignBERT+ | 84.94 |" in text
+    assert "Ours (+R)" not in text  # no fused metrics in this run
+    assert NO_PUBLISHED not in text
+    # what was run, and the reproducibility block
+    assert "official split" in text and "train 77, val 26, test 25" in text
+    assert "Pretraining | 150 epochs" in text
+    block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert yaml.safe_load(block)["dataset"]["num_classes"] == 100
+    assert "(figures/tsne.png)" in text and "(figures/curves.png)" in text
+
+
+def test_msasl_csv_is_tidy(msasl):
+    path, _ = msasl
+    rows = csv_rows(path.parent / "results.csv")
+    assert list(rows[0]) == ["source", "method", "dataset", "metric", "value"]
+    assert {"source": "this run", "method": "finetune", "dataset": "MSASL100", "metric": "P-I top1", "value": "42.3077"} in rows
+    assert {"source": "paper", "method": "Ours", "dataset": "MSASL100", "metric": "P-C top5", "value": "96.79"} in rows
+    assert {r["source"] for r in rows} == {"this run", "paper"}
+    assert all(r["dataset"] == "MSASL100" for r in rows)
+
+
+def test_figures_are_readable_pngs(msasl):
+    path, _ = msasl
+    tsne = assert_png(path.parent / "figures" / "tsne.png")
+    curves = assert_png(path.parent / "figures" / "curves.png")
+    assert tsne.shape[1] > 2.5 * tsne.shape[0]  # three panels side by side
+    assert curves.shape[0] > 500
+
+
+def test_per_class_best_and_worst(msasl):
+    _, text = msasl
+    section = text.split("## Per-class results", 1)[1].split("## Reproducibility", 1)[0]
+    best, worst = section.split("Worst 5 classes:")
+    assert "| yes | 11 | 5 | 100.00 | 100.00 |" in best  # label 11 has top-1 1.0
+    assert "| bad | 0 | 5 | 0.00 | 100.00 |" in worst
+
+
+def test_fused_metrics_show_ours_plus_r(tmp_path):
+    fused = {**METRICS, "fused": {"per_instance": {"top1": 0.5, "top5": 0.9}, "per_class": {"top1": 0.49, "top5": 0.9}}}
+    path, text = render(tmp_path, metrics=fused)
+    assert "| this run | finetune (+R) | 50.00 | 90.00 | 49.00 | 90.00 |" in text
+    assert "| paper, Table I | Ours (+R) | 90.76 | 98.41 | 91.97 | 98.42 |" in text
+    rows = csv_rows(path.parent / "results.csv")
+    assert {"source": "this run", "method": "finetune (+R)", "dataset": "MSASL100", "metric": "P-C top1", "value": "49.0000"} in rows
+
+
+def test_dataset_not_in_the_paper(tmp_path):
+    params = make_params(tmp_path, "mp_data", None, preprocess={"split": "signer", "seed": 3})
+    path, text = render(tmp_path, params)
+    assert f"{NO_PUBLISHED}:" in text
+    assert "| all test samples | 42.31 | 88.46 | 40.14 | 87.50 |" in text
+    assert "86.26" not in text and "Table I" not in text
+    assert "split by signer" in text.replace("seeded split by signer", "split by signer") and "seed 3" in text
+    rows = csv_rows(path.parent / "results.csv")
+    assert {r["source"] for r in rows} == {"this run"}
+    assert {r["dataset"] for r in rows} == {"data"}  # the dataset folder's name
+
+
+def test_semi_protocol_uses_table_five(tmp_path):
+    params = make_params(tmp_path, finetune={"protocol": "semi", "label_fraction": 0.4})
+    _, text = render(tmp_path, params)
+    assert "Table V: fine-tuned, 40% of the labels, MSASL100" in text
+    assert "| this run | semi 40% | 42.31 | 40.14 |" in text
+    assert "| paper, Table V | Ours semi 40% | 80.85 | 80.83 |" in text
+    assert "38 labelled samples" in text
+
+
+def test_scratch_on_a_label_subset_beside_semi(tmp_path):
+    params = make_params(tmp_path, finetune={"protocol": "scratch", "label_fraction": 0.2})
+    _, text = render(tmp_path, params, pretrain=False)
+    assert "| this run | scratch 20% | 42.31 | 40.14 |" in text
+    assert "| paper, Table V | Ours semi 20% | 71.07 | 72.06 |" in text
+    assert "; 20% of the training labels (25 labelled samples)" in text
+
+
+def test_linear_protocol_on_wlasl(tmp_path):
+    params = make_params(tmp_path, "wlasl", 2000, finetune={"protocol": "linear"})
+    _, text = render(tmp_path, params)
+    assert "| paper, Table V | Ours linear 100% | 32.35 | 32.49 |" in text
+    assert "| paper, Table II | Ours | 51.98 | 49.46 |" in text
+
+
+def test_nmfs_csl_subsets_in_table_three(tmp_path):
+    metrics = {"per_instance": {"top1": 0.7, "top2": 0.8, "top5": 0.9}, "per_class": {"top1": 0.69, "top2": 0.79, "top5": 0.89},
+               "confusing": {"per_instance": {"top1": 0.5, "top2": 0.7, "top5": 0.85},
+                             "per_class": {"top1": 0.5, "top2": 0.7, "top5": 0.85}},
+               "normal": {"per_instance": {"top1": 0.95, "top2": 0.97, "top5": 0.99},
+                          "per_class": {"top1": 0.95, "top2": 0.97, "top5": 0.99}}}
+    path, text = render(tmp_path, make_params(tmp_path, "nmfs_csl", None), metrics=metrics)
+    assert "Table III" in text and "Confusing top-1" in text
+    assert "| this run | finetune | 70.00 | 80.00 | 90.00 | 50.00 | 70.00 | 85.00 | 95.00 | 97.00 | 99.00 |" in text
+    assert "| paper, Table III | Ours | 75.6 | 92.1 | 97.9 | 59.4 | 86.7 | 96.4 | 97.3 | 99.2 | 99.6 |" in text
+    assert "| paper, Table III | BEST | 68.5 | – | 94.4 |" in text  # the paper leaves BEST's top-2 blank
+    rows = csv_rows(path.parent / "results.csv")
+    assert {"source": "this run", "method": "finetune", "dataset": "NMFs-CSL confusing", "metric": "P-I top2", "value": "70.0000"} in rows
+
+
+def test_ablation_row_for_a_joint_only_run(tmp_path):
+    params = make_params(tmp_path, finetune={"branches": "joint"})
+    _, text = render(tmp_path, params, branches=("joint",))
+    assert "| paper, Table VII | only joint | 83.75 | – | 83.88 | – |" in text
+    assert "joint-only: the model has no motion branch" in text
+    tsne = assert_png(tmp_path / "reports" / "figures" / "tsne.png")
+    assert tsne.shape[1] < 2 * tsne.shape[0]  # one panel
+
+
+def test_scratch_without_pretraining_curves(tmp_path):
+    params = make_params(tmp_path, finetune={"protocol": "scratch"})
+    _, text = render(tmp_path, params, pretrain=False)
+    assert "protocol scratch trains without pretraining" in text
+    assert "| paper, Table VI | pretrain data 0% | 69.88 | – | 70.97 | – |" in text
+    assert "Pretraining | none (protocol scratch)" in text
+    assert_png(tmp_path / "reports" / "figures" / "curves.png")
+
+
+def test_no_curves_at_all(tmp_path):
+    (tmp_path / "reports" / "figures").mkdir(parents=True)
+    (tmp_path / "reports" / "figures" / "curves.png").write_bytes(b"stale")
+    _, text = render(tmp_path, pretrain=False, finetune=False)
+    assert "No training-curve figure: neither pretraining nor fine-tuning curves were found." in text
+    assert "no pretraining curves found" in text and "no fine-tuning curves found" in text
+    assert not (tmp_path / "reports" / "figures" / "curves.png").exists()
+    assert_png(tmp_path / "reports" / "figures" / "tsne.png")
+
+
+def test_missing_metrics_is_one_line_error(tmp_path):
+    with pytest.raises(SlrpipeError, match=r"metrics.json not found: run `dvc repro evaluate`"):
+        run_report(make_params(tmp_path), tmp_path / "nothing", write_preprocess(tmp_path / "pre"), {}, tmp_path / "out")
+
+
+def test_perplexity_fits_small_test_sets():
+    for n in (5, 6, 10, 25, 60, 91, 1000):
+        assert 1 <= tsne_perplexity(n) < n
+    assert tsne_perplexity(1000) == 30
+
+
+def test_tsne_is_deterministic():
+    features = np.random.default_rng(0).normal(size=(12, 8))
+    first = tsne_2d(features)
+    assert first.shape == (12, 2)
+    np.testing.assert_array_equal(first, tsne_2d(features))
+
+
+def test_stage_command(tmp_path):
+    from stages.common import standalone
+    from stages.report import report
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"dataset": {"source": "mp_data", "root": "data"}}))
+    runner = CliRunner()
+    missing = runner.invoke(standalone(report), ["--params", str(tmp_path / "params.yaml"), "--eval-dir", str(tmp_path / "none")])
+    assert missing.exit_code == 1 and "run `dvc repro evaluate`" in missing.output
+    write_eval(tmp_path / "eval")
+    write_preprocess(tmp_path / "pre")
+    result = runner.invoke(standalone(report), ["--params", str(tmp_path / "params.yaml"), "--eval-dir", str(tmp_path / "eval"),
+                                                "--preprocess-dir", str(tmp_path / "pre"), "--live-dir", str(tmp_path / "live"),
+                                                "--out-dir", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "results.md").is_file() and (tmp_path / "out" / "results.csv").is_file()
