@@ -10,7 +10,7 @@ from slrpipe.config import load_params
 from slrpipe.evaluate import run_evaluate
 from stages.common import ParamsOption, setup_logging, standalone, user_errors
 
-MODEL = Path("models/finetune/best.pt")
+MODEL = Path("data/models/finetune/best.pt")
 DATASET = Path("data/preprocess/dataset.h5")
 OUT_DIR = Path("reports/eval")
 

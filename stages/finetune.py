@@ -1,4 +1,4 @@
-"""Stage `finetune`: train the recognizer from the pretrained encoders (models/finetune/)."""
+"""Stage `finetune`: train the recognizer from the pretrained encoders (data/models/finetune/)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from slrpipe.finetune import run_finetune
 from stages.common import ParamsOption, setup_logging, standalone, user_errors
 
 DATASET = Path("data/preprocess/dataset.h5")
-PRETRAINED = Path("models/pretrain/checkpoint.pt")
-OUT_DIR = Path("models/finetune")
-LIVE_DIR = Path("dvclive/finetune")
+PRETRAINED = Path("data/models/pretrain/checkpoint.pt")
+OUT_DIR = Path("data/models/finetune")
+LIVE_DIR = Path("data/dvclive/finetune")
 
 
 def finetune(

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from slrpipe.predict import Predictor, find_inputs, write_predictions
 from stages.common import setup_logging, standalone, user_errors
 
-MODEL = Path("models/finetune/best.pt")
+MODEL = Path("data/models/finetune/best.pt")
 
 
 @contextmanager

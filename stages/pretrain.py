@@ -1,4 +1,4 @@
-"""Stage `pretrain`: self-supervised pretraining of the joint and motion encoders (models/pretrain/)."""
+"""Stage `pretrain`: self-supervised pretraining of the joint and motion encoders (data/models/pretrain/)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from slrpipe.pretrain.train import run_pretrain
 from stages.common import ParamsOption, setup_logging, standalone, user_errors
 
 DATASET = Path("data/preprocess/dataset.h5")
-OUT_DIR = Path("models/pretrain")
-LIVE_DIR = Path("dvclive/pretrain")
+OUT_DIR = Path("data/models/pretrain")
+LIVE_DIR = Path("data/dvclive/pretrain")
 
 
 def pretrain(

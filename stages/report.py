@@ -12,7 +12,7 @@ from stages.common import ParamsOption, setup_logging, standalone, user_errors
 
 EVAL_DIR = Path("reports/eval")
 PREPROCESS_DIR = Path("data/preprocess")
-LIVE_DIR = Path("dvclive")
+LIVE_DIR = Path("data/dvclive")
 OUT_DIR = Path("reports")
 
 

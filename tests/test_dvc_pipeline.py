@@ -50,8 +50,8 @@ def test_repro_then_nothing_then_only_what_changed(project):
     first = dvc(project, "repro")
     for stage in ("extract", "preprocess", "pretrain"):
         assert f"Running stage '{stage}'" in first
-    assert (project / "models" / "pretrain" / "checkpoint.pt").is_file()
-    assert "knn_accuracy" in (project / "dvclive" / "pretrain" / "metrics.json").read_text()
+    assert (project / "data" / "models" / "pretrain" / "checkpoint.pt").is_file()
+    assert "knn_accuracy" in (project / "data" / "dvclive" / "pretrain" / "metrics.json").read_text()
     with RaggedFile(project / "data" / "extract" / "keypoints.h5") as keypoints:
         assert len(keypoints) == 130
         assert len(set(keypoints.column("signer"))) == 5
