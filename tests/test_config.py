@@ -58,3 +58,15 @@ def test_relative_checkpoint_resolved_against_params_folder(tmp_path):
     params = load_params(path)
     assert params.extract.pose_checkpoint == tmp_path / "ckpt" / "w.pth"
     assert params.dataset.root == tmp_path / "d"
+
+
+def test_gpu_asked_for_but_absent_is_one_clear_line(monkeypatch):
+    import torch
+
+    from slrpipe.errors import SlrpipeError
+    from slrpipe.runtime import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SlrpipeError, match="device is cuda but no GPU is visible"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"

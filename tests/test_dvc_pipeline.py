@@ -75,3 +75,21 @@ def test_repro_then_nothing_then_only_what_changed(project):
     assert "Running stage 'pretrain'" in fourth
     with RaggedFile(project / "data" / "preprocess" / "dataset.h5") as dataset:
         assert max(np.diff(dataset.offsets)) == 20
+
+
+def test_push_to_and_pull_from_a_local_remote(project, tmp_path):
+    """Run after the repro test: the outputs go to a directory remote and come back identical."""
+    import hashlib
+
+    outputs = [project / "data" / "extract" / "keypoints.h5", project / "data" / "preprocess" / "dataset.h5",
+               project / "data" / "models" / "finetune" / "best.pt"]
+    if not all(path.is_file() for path in outputs):
+        dvc(project, "repro")
+    digests = {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in outputs}
+    dvc(project, "remote", "add", "-f", "-d", "storage", str(tmp_path / "remote"))
+    dvc(project, "push")
+    for path in outputs:
+        path.unlink()
+    shutil.rmtree(project / ".dvc" / "cache")
+    dvc(project, "pull")
+    assert {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in outputs} == digests
