@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from stages import evaluate, extract, finetune, predict, preprocess, pretrain, report, show
+from stages.common import user_errors
 
 app = typer.Typer(
     add_completion=False,
@@ -21,6 +24,27 @@ app.command("evaluate")(evaluate.evaluate)
 app.command("report")(report.report)
 app.command("predict")(predict.predict)
 app.command("show")(show.show)
+
+
+@app.command("preset")
+def preset(
+    name: str = typer.Argument(None, help="Preset to apply; leave out to list them."),
+    root: Path = typer.Option(None, help="The dataset folder (or manifest CSV) for a paper preset."),
+    params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameters file to update."),
+) -> None:
+    """Write a paper recipe (wlasl100, msasl1000, nmfs_csl, ...) or the demo settings into params.yaml."""
+    from slrpipe.presets import apply_preset, presets
+
+    if name is None:
+        for preset_name, values in presets().items():
+            typer.echo(f"{preset_name:<10} {values.get('dataset.source')}, model {values.get('model.size')}, "
+                       f"{values.get('pretrain.epochs')} pretraining epochs")
+        return
+    with user_errors():
+        changed = apply_preset(params, name, root)
+    typer.echo(f"preset {name}: {len(changed)} values written to {params}; `dvc repro` reruns what they affect")
+    if name != "demo":
+        typer.echo("set extract.pose_checkpoint to your MMPose whole-body weights before extracting videos")
 
 
 @app.command("install-extras")
