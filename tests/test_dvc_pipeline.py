@@ -1,5 +1,6 @@
 """The pipeline as a user runs it: `dvc repro` on a copy of the project with the demo data."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
+from slrpipe.finetune import load_model
 from slrpipe.h5io import RaggedFile
 from tests.conftest import REPO
 
@@ -42,19 +44,33 @@ def project(tmp_path_factory) -> Path:
     return copy
 
 
+STAGES = ("extract", "preprocess", "pretrain", "finetune", "evaluate", "report")
+
+
 def dvc(project: Path, *args: str) -> str:
     return _run([sys.executable, "-m", "dvc", *args], project)
 
 
 def test_repro_then_nothing_then_only_what_changed(project):
     first = dvc(project, "repro")
-    for stage in ("extract", "preprocess", "pretrain"):
+    for stage in STAGES:
         assert f"Running stage '{stage}'" in first
-    assert (project / "data" / "models" / "pretrain" / "checkpoint.pt").is_file()
-    assert "knn_accuracy" in (project / "data" / "dvclive" / "pretrain" / "metrics.json").read_text()
+    # Every stage's outputs exist and are well formed (the CI smoke run of the whole chain).
     with RaggedFile(project / "data" / "extract" / "keypoints.h5") as keypoints:
         assert len(keypoints) == 130
         assert len(set(keypoints.column("signer"))) == 5
+    with RaggedFile(project / "data" / "preprocess" / "dataset.h5") as dataset:
+        assert len(dataset) == 128 and set(dataset.column("split")) == {"train", "val", "test"}
+    assert (project / "data" / "models" / "pretrain" / "checkpoint.pt").is_file()
+    assert "knn_accuracy" in (project / "data" / "dvclive" / "pretrain" / "metrics.json").read_text()
+    model, meta = load_model(project / "data" / "models" / "finetune" / "best.pt")
+    assert len(meta["glosses"]) == 13
+    metrics = json.loads((project / "reports" / "eval" / "metrics.json").read_text())
+    assert 0 <= metrics["per_instance"]["top1"] <= 1 and "top5" in metrics["per_class"] and metrics["samples"] == 25
+    results = (project / "reports" / "results.md").read_text()
+    assert "P-I top-1" in results
+    for figure in ("tsne.png", "curves.png"):
+        assert (project / "reports" / "figures" / figure).stat().st_size > 10_000
 
     second = dvc(project, "repro")
     assert "Running stage" not in second
@@ -73,6 +89,11 @@ def test_repro_then_nothing_then_only_what_changed(project):
     fourth = dvc(project, "repro")
     assert "Running stage 'preprocess'" in fourth and "Running stage 'extract'" not in fourth
     assert "Running stage 'pretrain'" in fourth
+
+    fifth = dvc(project, "exp", "run", "-S", "pretrain.epochs=2")
+    for stage in ("pretrain", "finetune", "evaluate", "report"):
+        assert f"Running stage '{stage}'" in fifth
+    assert "Running stage 'extract'" not in fifth and "Running stage 'preprocess'" not in fifth
     with RaggedFile(project / "data" / "preprocess" / "dataset.h5") as dataset:
         assert max(np.diff(dataset.offsets)) == 20
 
