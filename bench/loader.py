@@ -33,7 +33,7 @@ def measure(dataset: PoseDataset, workers: int, batches: int, batch_size: int) -
     samples, start, epoch = 0, None, 0
     while samples < batches * batch_size:
         dataset.set_epoch(epoch)
-        for batch_index, batch in enumerate(loader):
+        for batch in loader:
             if start is None:  # the first batch pays for worker start-up; not counted
                 start = time.perf_counter()
                 continue

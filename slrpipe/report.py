@@ -450,7 +450,7 @@ def results_csv_rows(params: Params, metrics: dict, comparison: Comparison | Non
     label = paper_dataset(params) or dataset_label(params)
     method = run_method(params)
     rows = []
-    for name, prefix in evaluated_sets(metrics):
+    for _, prefix in evaluated_sets(metrics):
         key = prefix[0] if prefix else None
         set_method = f"{method} (+R)" if key == "fused" else method
         if key in (None, "fused"):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from slrpipe.extract import Shard, merge_shards, run_extract
 from slrpipe.config import load_params
+from slrpipe.extract import Shard, merge_shards, run_extract
 from stages.common import ParamsOption, setup_logging, standalone, user_errors
 
 OUT_DIR = Path("data/extract")

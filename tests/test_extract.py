@@ -8,8 +8,8 @@ import pytest
 from slrpipe import posefiles
 from slrpipe.errors import SlrpipeError
 from slrpipe.extract import Extractor, Shard, merge_shards, run_extract
-from slrpipe.reporting import read_report
 from slrpipe.h5io import RaggedFile
+from slrpipe.reporting import read_report
 from tests.conftest import make_params
 
 

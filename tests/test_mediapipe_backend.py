@@ -27,7 +27,7 @@ def extracted(shared, tmp_path_factory):
 
 
 def test_body_in_every_frame_and_hands_in_most(extracted):
-    for sample_id, (keypoints, (width, height)) in extracted.items():
+    for sample_id, (keypoints, _) in extracted.items():
         assert keypoints.shape[1:] == (49, 3)
         assert np.all(keypoints[:, 0, 2] > 0.5), sample_id  # nose found in every frame
         either_hand = (keypoints[:, joints.LEFT_HAND, 2].max(1) > 0) | (keypoints[:, joints.RIGHT_HAND, 2].max(1) > 0)

@@ -8,6 +8,7 @@ from slrpipe.pretrain.model import Pretrainer
 from slrpipe.pretrain.queue import KeyQueue
 from tests.conftest import TINY, tiny_params
 
+
 def _view(batch=4, frames=6, seed=0):
     generator = torch.Generator().manual_seed(seed)
     shapes = {"right_hand": 21, "left_hand": 21, "trunk": 7}
@@ -101,8 +102,8 @@ def test_parts_switch_changes_banks_and_features():
 
 
 def test_resume_gives_the_same_result_as_one_run(ksl_dataset, tmp_path):
-    from slrpipe.pretrain.train import run_pretrain
     from slrpipe.checkpoints import load_checkpoint
+    from slrpipe.pretrain.train import run_pretrain
 
     root, dataset = ksl_dataset
     params = tiny_params(root, 3, knn_every=10)
