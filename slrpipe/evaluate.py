@@ -10,18 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
 
 from slrpipe.config import AugmentParams, Params
 from slrpipe.data import PoseDataset
 from slrpipe.errors import SlrpipeError
-from slrpipe.finetune import load_model
+from slrpipe.finetune import load_model, score_dataset
 from slrpipe.h5io import write_text_atomic
 from slrpipe.metrics import evaluate, fuse, per_class_table, read_scores_csv, write_scores_csv
 from slrpipe.reporting import write_json
 from slrpipe.runtime import resolve_device
-from slrpipe.training import to_device
 
 log = logging.getLogger(__name__)
 
@@ -50,21 +47,6 @@ def nested(flat: dict[str, float]) -> dict:
     return tree
 
 
-@torch.no_grad()
-def score_split(model, dataset: PoseDataset, device: torch.device, batch_size: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Softmax scores, labels and per-branch sequence features of every sample, in dataset order."""
-    scores, labels, features = [], [], {}
-    for batch in DataLoader(dataset, batch_size=batch_size):
-        view = to_device(batch["view"], device)
-        logits, per_branch = model.classify(view)
-        scores.append(torch.softmax(logits.float(), dim=1).cpu())
-        labels.append(batch["label"])
-        for branch, value in per_branch.items():
-            features.setdefault(branch, []).append(value.float().cpu())
-    return (torch.cat(scores).numpy(), torch.cat(labels).numpy(),
-            {branch: torch.cat(values).numpy() for branch, values in features.items()})
-
-
 def _subsets(source: str, glosses: list[str], labels: np.ndarray) -> dict[str, np.ndarray]:
     if source != "nmfs_csl":
         return {}
@@ -85,7 +67,7 @@ def run_evaluate(params: Params, model_path: Path, dataset_path: Path, out_dir: 
         raise SlrpipeError(f"{dataset_path} has no test samples: check preprocess.test_fraction or the dataset's split")
     if test.glosses != glosses:
         raise SlrpipeError(f"{model_path} was trained on other glosses than {dataset_path}: rerun finetune")
-    scores, labels, features = score_split(model, test, device, settings.batch_size)
+    scores, labels, features = score_dataset(model, test, device, settings.batch_size)
     ks = [k for k in settings.topk if k <= len(glosses)]
     for k in sorted(set(settings.topk) - set(ks)):
         log.warning("top-%d left out: the model has only %d classes", k, len(glosses))

@@ -24,7 +24,7 @@ from slrpipe.h5io import RaggedFile, file_digest
 from slrpipe.metrics import per_instance_accuracy
 from slrpipe.model import SignEncoder
 from slrpipe.preprocess import subset_key
-from slrpipe.runtime import Runtime, fingerprint, save_checkpoint, start, stop
+from slrpipe.runtime import Runtime, code_digest, fingerprint, save_checkpoint, start, stop
 from slrpipe.training import Checkpointer, log_epoch, open_live, sgd_with_steps, to_device
 
 log = logging.getLogger(__name__)
@@ -92,22 +92,32 @@ class FinetuneResult:
     last_metrics: dict[str, float]
 
 
+# The library code fine-tuning runs: a change to it starts training over instead of resuming.
+CODE = ("slrpipe.finetune", "slrpipe.model", "slrpipe.data", "slrpipe.augment")
+
+
 def _fingerprint(params: Params, dataset_path: Path, pretrained: Path | None) -> str:
     return fingerprint(params.finetune, params.model.chosen, params.augment, file_digest(dataset_path),
-                       file_digest(pretrained) if pretrained else None)
+                       file_digest(pretrained) if pretrained else None, code_digest(*CODE))
 
 
 @torch.no_grad()
-def predict_scores(model: SignClassifier, dataset: PoseDataset, device: torch.device, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax class scores (N, C) and labels (N,) of a dataset in eval mode."""
+def score_dataset(model: SignClassifier, dataset: PoseDataset, device: torch.device,
+                  batch_size: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Softmax scores (N, C), labels (N,) and each branch's sequence features (N, W) of every
+    sample in dataset order, in eval mode (validation during training and the evaluate stage)."""
     was_training = model.training
     model.eval()
-    scores, labels = [], []
+    scores, labels, features = [], [], {}
     for batch in DataLoader(dataset, batch_size=batch_size):
-        scores.append(F.softmax(model(to_device(batch["view"], device)).float(), dim=1).cpu())
+        logits, per_branch = model.classify(to_device(batch["view"], device))
+        scores.append(F.softmax(logits.float(), dim=1).cpu())
         labels.append(batch["label"])
+        for branch, value in per_branch.items():
+            features.setdefault(branch, []).append(value.float().cpu())
     model.train(was_training)
-    return torch.cat(scores).numpy(), torch.cat(labels).numpy()
+    return (torch.cat(scores).numpy(), torch.cat(labels).numpy(),
+            {branch: torch.cat(values).numpy() for branch, values in features.items()})
 
 
 def _set_mode(model: SignClassifier, linear: bool) -> None:
@@ -185,7 +195,7 @@ def _train(params: Params, dataset_path: Path, pretrained: Path, out_dir: Path, 
         metrics = {"train/loss": loss_sum / seen, "train/top1": correct / seen, "lr": optimizer.param_groups[0]["lr"],
                    "samples_per_second": seen * runtime.world_size / (time.perf_counter() - started)}
         if runtime.is_main and len(val_set):
-            scores, labels = predict_scores(model, val_set, runtime.device, s.batch_size)
+            scores, labels, _ = score_dataset(model, val_set, runtime.device, s.batch_size)
             metrics["val/top1"] = per_instance_accuracy(scores, labels, 1)
             if classes >= 5:
                 metrics["val/top5"] = per_instance_accuracy(scores, labels, 5)

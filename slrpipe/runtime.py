@@ -5,6 +5,7 @@ Checkpoints are read with slrpipe.checkpoints.load_checkpoint (weights_only load
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 from dataclasses import dataclass
@@ -57,6 +58,24 @@ def start(device_setting: str) -> Runtime:
 def stop(runtime: Runtime) -> None:
     if runtime.distributed and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def code_digest(*modules: str) -> str:
+    """SHA-256 over the source of the named modules (a package: every .py file in it).
+
+    Part of a training checkpoint's fingerprint, so that a code change makes a rerun train
+    again instead of resuming a finished run, as a DVC user expects when a dep changes.
+    """
+    digest = hashlib.sha256()
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise ValueError(f"no source for module {name}")
+        origin = Path(spec.origin)
+        files = sorted(origin.parent.rglob("*.py")) if spec.submodule_search_locations else [origin]
+        for path in files:
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def fingerprint(*sections: Any) -> str:

@@ -22,7 +22,7 @@ def finetune(
     pretrained: Path = typer.Option(PRETRAINED, help="The pretrain stage's checkpoint (unused by protocol scratch)."),
     out_dir: Path = typer.Option(OUT_DIR, help="Where best.pt (the model) and last.pt (for resuming) go."),
     live_dir: Path = typer.Option(LIVE_DIR, help="dvclive metrics and plots."),
-    resume: bool = typer.Option(True, help="Continue from last.pt when it was made with the same settings and data."),
+    resume: bool = typer.Option(True, help="Continue from last.pt when it was made with the same settings, data and code."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Fine-tune, linear-probe, semi-supervise or train from scratch (finetune.protocol).

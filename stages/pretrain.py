@@ -20,7 +20,7 @@ def pretrain(
     dataset: Path = typer.Option(DATASET, help="The preprocess stage's dataset file."),
     out_dir: Path = typer.Option(OUT_DIR, help="Where the checkpoint goes (rewritten every epoch)."),
     live_dir: Path = typer.Option(LIVE_DIR, help="dvclive metrics and plots."),
-    resume: bool = typer.Option(True, help="Continue from the last checkpoint when it was made with the same settings."),
+    resume: bool = typer.Option(True, help="Continue from the last checkpoint when it was made with the same settings, data and code."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Pretrain the query/key encoders with contrast, consistency and knowledge transfer.

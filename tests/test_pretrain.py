@@ -128,6 +128,17 @@ def test_resume_with_other_settings_starts_over(ksl_dataset, tmp_path):
     assert result.epochs_run == 1
 
 
+def test_resume_after_a_code_change_starts_over(ksl_dataset, tmp_path, monkeypatch):
+    from slrpipe.pretrain import train
+
+    root, dataset = ksl_dataset
+    params = tiny_params(root, 1, knn_every=10)
+    train.run_pretrain(params, dataset, tmp_path, None, resume=False)
+    assert train.run_pretrain(params, dataset, tmp_path, None, resume=True).epochs_run == 0  # finished: nothing to do
+    monkeypatch.setattr(train, "CODE", train.CODE + ("slrpipe.knn",))  # as if the code had changed
+    assert train.run_pretrain(params, dataset, tmp_path, None, resume=True).epochs_run == 1
+
+
 def test_real_run_knn_accuracy_rises_well_above_chance(ksl_dataset, tmp_path):
     """4 real KSL signs (chance 25 %) from unseen signers: kNN accuracy of the pretrained encoders.
 

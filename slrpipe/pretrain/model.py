@@ -88,14 +88,16 @@ class Pretrainer(nn.Module):
         torch._foreach_mul_(key_params, m)
         torch._foreach_add_(key_params, list(self.query.parameters()), alpha=1 - m)
 
-    def bank(self, modality: str, part: str) -> torch.Tensor:
-        return self.banks[f"{modality}_{part}"].keys.clone()
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        """Every bank's keys as this step's losses see them, copied once: the enqueue at the
+        end of the step writes into the buffers that backward still needs."""
+        return {name: queue.keys.clone() for name, queue in self.banks.items()}
 
-    def anchors(self, modality: str) -> torch.Tensor:
+    def anchors(self, banks: dict[str, torch.Tensor], modality: str) -> torch.Tensor:
         """Knowledge-transfer anchors S: hand bank + trunk bank (paper) or the global bank."""
         if self.settings.transfer_anchors == "global":
-            return self.bank(modality, "global")
-        return sum(self.bank(modality, part) for part in self.parts)
+            return banks[f"{modality}_global"]
+        return sum(banks[f"{modality}_{part}"] for part in self.parts)
 
     def total_embedding(self, embeddings: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.settings.transfer_anchors == "global":
@@ -109,11 +111,12 @@ class Pretrainer(nn.Module):
             self.momentum_update()
             key = {m: self.key[m](view_k[m], view_k["mask"]) for m in self.modalities}
 
+        banks = self.snapshot()
         terms: dict[str, torch.Tensor] = {}
         contrasted = self.parts + (("global",) if s.transfer_anchors == "global" else ())
         for m in self.modalities:
             terms[f"contrast_{m}"] = sum(
-                losses.info_nce(query[m][p], key[m][p], self.bank(m, p), s.tau_contrast) for p in contrasted
+                losses.info_nce(query[m][p], key[m][p], banks[f"{m}_{p}"], s.tau_contrast) for p in contrasted
             )
             if s.use_consistency and self.parts == ("hand", "trunk"):
                 q, k = query[m], key[m]
@@ -121,15 +124,16 @@ class Pretrainer(nn.Module):
                     terms[f"consistency_{m}"] = losses.part_consistency(q["hand"], q["trunk"], k["hand"], k["trunk"], s.tau_consistency)
                 else:
                     terms[f"consistency_{m}"] = losses.neighbour_consistency(
-                        q["hand"], q["trunk"], k["hand"], k["trunk"], self.bank(m, "hand"), self.bank(m, "trunk"),
+                        q["hand"], q["trunk"], k["hand"], k["trunk"], banks[f"{m}_hand"], banks[f"{m}_trunk"],
                         s.neighbour_top_k, s.neighbour_tau_teacher, s.neighbour_tau_student,
                     )
         if s.use_knowledge_transfer and len(self.modalities) == 2:
+            anchors = {m: self.anchors(banks, m) for m in self.modalities}
             directions = [("joint", "motion")] * s.transfer_joint_to_motion + [("motion", "joint")] * s.transfer_motion_to_joint
             for teacher, student in directions:
                 terms[f"transfer_{teacher}_to_{student}"] = losses.knowledge_transfer(
-                    self.total_embedding(key[teacher]), self.anchors(teacher),
-                    self.total_embedding(query[student]), self.anchors(student),
+                    self.total_embedding(key[teacher]), anchors[teacher],
+                    self.total_embedding(query[student]), anchors[student],
                     s.transfer_top_k, s.tau_teacher, s.tau_student,
                 )
 

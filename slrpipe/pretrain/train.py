@@ -20,7 +20,7 @@ from slrpipe.errors import SlrpipeError
 from slrpipe.h5io import file_digest
 from slrpipe.knn import knn_accuracy
 from slrpipe.pretrain.model import Pretrainer
-from slrpipe.runtime import Runtime, fingerprint, start, stop
+from slrpipe.runtime import Runtime, code_digest, fingerprint, start, stop
 from slrpipe.training import Checkpointer, log_epoch, open_live, sgd_with_steps, to_device
 
 log = logging.getLogger(__name__)
@@ -35,9 +35,13 @@ class PretrainResult:
     checkpoint: Path
 
 
+# The library code pretraining runs: a change to it starts training over instead of resuming.
+CODE = ("slrpipe.pretrain", "slrpipe.model", "slrpipe.losses", "slrpipe.data", "slrpipe.augment")
+
+
 def settings_fingerprint(params: Params, dataset_path: Path) -> str:
-    """What a checkpoint must share with this run to be resumed: settings and training data."""
-    return fingerprint(params.pretrain, params.model.chosen, params.augment, file_digest(dataset_path))
+    """What a checkpoint must share with this run to be resumed: settings, training data, code."""
+    return fingerprint(params.pretrain, params.model.chosen, params.augment, file_digest(dataset_path), code_digest(*CODE))
 
 
 @torch.no_grad()
