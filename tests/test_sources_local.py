@@ -130,3 +130,28 @@ def test_manifest_round_trip_and_duplicate_ids(tmp_path, shared):
 
     again = finalize(manifest.rows + manifest.rows[:1], [])
     assert len(again) == 2 and "duplicate sample id" in again.problems[0].problem
+
+
+def test_manifest_csv_paths_naming_no_file_are_bad_rows(tmp_path):
+    """An empty path, `.`, `/` or `..` names the CSV's own folder (or above it), never one sample."""
+    np.save(tmp_path / "seq.npy", np.zeros((10, 258)))
+    lines = ["path,gloss,signer,split", "seq.npy,hello,,"] + [f"{path},g{i},," for i, path in enumerate(("", ".", "/", "..", "./", "sub/.."))]
+    (tmp_path / "list.csv").write_text("\n".join(lines) + "\n")
+    manifest = _manifest("manifest", tmp_path / "list.csv")
+    assert [row.sample_id for row in manifest.rows] == ["seq"] and manifest.glosses == ["hello"]
+    assert [p.problem for p in manifest.problems] == [
+        "list.csv line 3: empty path",
+        *(f"list.csv line {line}: path {path!r} names a folder above the samples, not a sample"
+          for line, path in zip(range(4, 9), (".", "/", "..", "./", "sub/.."))),
+    ]
+    assert len({p.sample_id for p in manifest.problems}) == 6  # each reported under its own name
+
+
+def test_unusable_manifest_csv_is_one_line(tmp_path):
+    path = tmp_path / "list.csv"
+    path.write_bytes(b"path,gloss\n\xff\xfe,x\n")
+    with pytest.raises(SlrpipeError, match=r"list.csv: not a UTF-8 text CSV file"):
+        _manifest("manifest", path)
+    path.write_bytes(b"path,gloss\na.npy," + b"x" * 200_000 + b"\n")  # longer than the csv module takes
+    with pytest.raises(SlrpipeError, match=r"list.csv: not a readable CSV file \(line 2: "):
+        _manifest("manifest", path)

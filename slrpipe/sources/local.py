@@ -118,24 +118,39 @@ def read_manifest_csv_source(csv_path: Path) -> Rows:
     """
     if not csv_path.is_file():
         raise SlrpipeError(f"dataset.root {csv_path}: manifest CSV not found")
+    records: list[tuple[int, dict]] = []
     with csv_path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
-        missing = {"path", "gloss"} - set(reader.fieldnames or [])
-        if missing:
-            raise SlrpipeError(f"{csv_path}: missing column(s) {', '.join(sorted(missing))} (expected path,gloss,signer,split)")
-        records = list(reader)
+        end = 0
+        try:
+            missing = {"path", "gloss"} - set(reader.fieldnames or [])
+            if missing:
+                raise SlrpipeError(f"{csv_path}: missing column(s) {', '.join(sorted(missing))} (expected path,gloss,signer,split)")
+            # The line a record starts on: a quoted field may span lines, so records and lines differ.
+            end = reader.line_num
+            for record in reader:
+                records.append((end + 1, record))
+                end = reader.line_num
+        except UnicodeDecodeError as error:
+            raise SlrpipeError(f"{csv_path}: not a UTF-8 text CSV file ({error.reason} at byte {error.start})") from None
+        except csv.Error as error:
+            raise SlrpipeError(f"{csv_path}: not a readable CSV file (line {end + 1}: {error})") from None
     rows: list[ManifestRow] = []
     problems: list[Problem] = []
-    for line, record in enumerate(records, start=2):
+    for line, record in records:
         raw_path = (record.get("path") or "").strip()
         path = Path(raw_path) if Path(raw_path).is_absolute() else csv_path.parent / raw_path
-        sample_id = (record.get("sample_id") or "").strip() or Path(raw_path).with_suffix("").as_posix()
+        where = f"{csv_path.name} line {line}"
         gloss = (record.get("gloss") or "").strip()
         split = (record.get("split") or "").strip().lower()
-        where = f"{csv_path.name} line {line}"
-        if not raw_path:
-            problems.append(Problem(sample_id or where, "", f"{where}: empty path"))
-        elif not gloss:
+        # `.`, `/`, `..` and the like name no file of their own (and would be no valid sample id).
+        if Path(raw_path).name in ("", ".."):
+            sample_id = (record.get("sample_id") or "").strip() or where
+            problem = "empty path" if not raw_path else f"path {raw_path!r} names a folder above the samples, not a sample"
+            problems.append(Problem(sample_id, raw_path, f"{where}: {problem}"))
+            continue
+        sample_id = (record.get("sample_id") or "").strip() or Path(raw_path).with_suffix("").as_posix()
+        if not gloss:
             problems.append(Problem(sample_id, str(path), f"{where}: no gloss"))
         elif split not in ("",) + SPLITS:
             problems.append(Problem(sample_id, str(path), f"{where}: split {split!r} is not one of {', '.join(SPLITS)}"))
