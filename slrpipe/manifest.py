@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import unicodedata
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -56,9 +57,23 @@ class Manifest:
 
 COLUMNS = [f.name for f in fields(ManifestRow)]
 
+# str.splitlines also breaks lines at these, so a gloss holding one would take two lines of
+# glosses.txt and shift every later gloss off its label index.
+_LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+
+
+def gloss_problem(gloss: str) -> str | None:
+    """Why `gloss` (already stripped) cannot name a class, or None when it can."""
+    if not gloss:
+        return "no gloss"
+    if any(char in _LINE_BREAKS or unicodedata.category(char) == "Cc" for char in gloss):
+        return f"gloss {gloss!r} holds a line break or control character: glosses.txt has one gloss per line"
+    return None
+
 
 def finalize(rows: list[ManifestRow], problems: list[Problem]) -> Manifest:
-    """Sort rows by sample id, drop repeated ids, and assign label indices by sorted gloss.
+    """Sort rows by sample id, drop repeated ids and glosses unfit for glosses.txt, and assign
+    label indices by sorted gloss.
 
     Sorting makes the manifest independent of file-system listing order, so the same data
     gives the same table, labels and shards on every machine.
@@ -66,6 +81,11 @@ def finalize(rows: list[ManifestRow], problems: list[Problem]) -> Manifest:
     seen: dict[str, str] = {}
     unique: list[ManifestRow] = []
     for row in sorted(rows, key=lambda r: r.sample_id):
+        gloss = row.gloss.strip()  # "hello " and "hello" are one sign
+        if problem := gloss_problem(gloss):
+            problems.append(Problem(row.sample_id, row.path, problem))
+            continue
+        row = replace(row, gloss=gloss)
         if row.sample_id in seen:
             problems.append(Problem(row.sample_id, row.path, f"duplicate sample id (also {seen[row.sample_id]})"))
             continue

@@ -10,6 +10,7 @@ from slrpipe.errors import SlrpipeError
 from slrpipe.extract import Extractor, Shard, merge_shards, run_extract
 from slrpipe.h5io import RaggedFile
 from slrpipe.reporting import read_report
+from slrpipe.sources import build_manifest
 from tests.conftest import make_params
 
 
@@ -204,3 +205,42 @@ def test_mmpose_json_keeps_wholebody(shared, tmp_path):
         np.testing.assert_array_equal(keypoints.frames("keypoints", 1), wholebody[:, posefiles.joints.WHOLEBODY_TO_49])
         assert keypoints.column("has_wholebody").tolist() == [True, True]
         assert keypoints.column("gloss") == ["FOOTBALL", "SOUP"]
+
+
+def _sequences(folder, count, width=258):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        np.save(folder / f"{index}.npy", rng.random((6, width), dtype=np.float32))
+
+
+def test_glosses_txt_line_i_is_label_i_whatever_the_gloss_holds(tmp_path):
+    """A gloss with a line break is a reported bad row; surrounding spaces are dropped."""
+    _sequences(tmp_path / "data", 6)
+    rows = ["path,gloss,signer,split", "data/0.npy,hello,,", 'data/1.npy,"two\nlines",,', "data/2.npy,zebra,,",
+            'data/3.npy,"carriage\rreturn",,', 'data/4.npy,"  hello ",,', "data/5.npy,tab\there,,"]
+    (tmp_path / "list.csv").write_text("\n".join(rows) + "\n", newline="")
+    params = make_params(tmp_path / "list.csv", source="manifest", max_bad_fraction=0.5)
+    result = run_extract(params, tmp_path / "out", None)
+    glosses_txt = (tmp_path / "out" / "glosses.txt").read_text(encoding="utf-8")
+    assert glosses_txt.splitlines() == result.manifest.glosses == ["hello", "zebra"]
+    with RaggedFile(tmp_path / "out" / "keypoints.h5") as keypoints:
+        for gloss, label in zip(keypoints.column("gloss"), keypoints.column("label")):
+            assert glosses_txt.splitlines()[label] == gloss
+    problems = {p.sample_id: p.problem for p in read_report(tmp_path / "out" / "extract_report.csv")}
+    assert problems == {
+        "data/1": "list.csv line 3: gloss 'two\\nlines' holds a line break or control character: glosses.txt has one gloss per line",
+        "data/3": "list.csv line 6: gloss 'carriage\\rreturn' holds a line break or control character: glosses.txt has one gloss per line",
+        "data/5": "list.csv line 9: gloss 'tab\\there' holds a line break or control character: glosses.txt has one gloss per line",  # a lone \r ends a line too
+    }
+
+
+def test_folder_names_become_glosses_only_when_they_fit_one_line(tmp_path):
+    for name in ("hello", " hello ", "line\u2028break", "next\x85line"):
+        _sequences(tmp_path / "data" / name, 1)
+    manifest = build_manifest(make_params(tmp_path / "data").dataset)
+    assert manifest.glosses == ["hello"] and [row.gloss for row in manifest.rows] == ["hello", "hello"]
+    assert sorted(p.problem for p in manifest.problems) == [
+        "gloss 'line\\u2028break' holds a line break or control character: glosses.txt has one gloss per line",
+        "gloss 'next\\x85line' holds a line break or control character: glosses.txt has one gloss per line",
+    ]

@@ -25,6 +25,7 @@ from slrpipe.manifest import (
     VIDEO_SUFFIXES,
     ManifestRow,
     Problem,
+    gloss_problem,
     kind_of_path,
 )
 
@@ -150,8 +151,8 @@ def read_manifest_csv_source(csv_path: Path) -> Rows:
             problems.append(Problem(sample_id, raw_path, f"{where}: {problem}"))
             continue
         sample_id = (record.get("sample_id") or "").strip() or Path(raw_path).with_suffix("").as_posix()
-        if not gloss:
-            problems.append(Problem(sample_id, str(path), f"{where}: no gloss"))
+        if problem := gloss_problem(gloss):
+            problems.append(Problem(sample_id, str(path), f"{where}: {problem}"))
         elif split not in ("",) + SPLITS:
             problems.append(Problem(sample_id, str(path), f"{where}: split {split!r} is not one of {', '.join(SPLITS)}"))
         elif not path.exists():
