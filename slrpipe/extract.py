@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ from slrpipe.manifest import (
     Manifest,
     ManifestRow,
     Problem,
+    drop_empty_classes,
     write_manifest_csv,
 )
 from slrpipe.reporting import check_bad_fraction, read_report, write_json, write_report
@@ -89,6 +90,7 @@ class ExtractResult:
     extracted: int
     frames: int
     problems: list[Problem] = field(default_factory=list)
+    dropped: list[Problem] = field(default_factory=list)  # one per gloss left without samples
 
     @property
     def total(self) -> int:
@@ -296,10 +298,23 @@ def _extract_rows(extractor: Extractor, rows: list[ManifestRow], writer: RaggedW
     return frames, problems
 
 
+def _drop_empty_glosses(manifest: Manifest, writer: RaggedWriter) -> tuple[Manifest, list[Problem]]:
+    """Glosses none of whose samples was extracted leave the class list; the labels written so far
+    and the manifest's are renumbered to match (rows of a dropped gloss keep no label, -1)."""
+    glosses, new_label, dropped = drop_empty_classes(manifest.glosses, [row.label for row in manifest.rows], writer.values("label"))
+    if not dropped:
+        return manifest, []
+    writer.remap_values("label", new_label)
+    for problem in dropped:
+        log.warning("%s", problem.problem)
+    rows = [replace(row, label=new_label.get(row.label, -1)) for row in manifest.rows]
+    return Manifest(rows, glosses, manifest.problems), dropped
+
+
 def _write_tables(out_dir: Path, result: ExtractResult, report_name: str = REPORT_FILE) -> None:
     write_manifest_csv(result.manifest, out_dir / MANIFEST_FILE)
     write_text_atomic(out_dir / GLOSSES_FILE, "".join(f"{gloss}\n" for gloss in result.manifest.glosses))
-    write_report(out_dir / report_name, result.problems)
+    write_report(out_dir / report_name, result.problems + result.dropped)
 
 
 def _write_summary(out_dir: Path, result: ExtractResult) -> None:
@@ -334,9 +349,11 @@ def run_extract(params: Params, out_dir: Path, cache_dir: Path | None, shard: Sh
     target = out_dir / SHARD_DIR / f"keypoints.{shard.tag}.h5" if shard else out_dir / KEYPOINTS_FILE
     with RaggedWriter(target, _frame_specs(keep_wholebody)) as writer:
         frames, problems = _extract_rows(extractor, rows, writer, keep_wholebody)
+        # One shard cannot tell whether another holds a gloss's samples: merging decides.
+        manifest, dropped = _drop_empty_glosses(manifest, writer) if shard is None else (manifest, [])
         writer.attrs.update(_attrs(params, manifest, shard))
         extracted = len(writer)
-    result = ExtractResult(manifest, extracted, frames, sorted(source_problems + problems, key=lambda p: p.sample_id))
+    result = ExtractResult(manifest, extracted, frames, sorted(source_problems + problems, key=lambda p: p.sample_id), dropped)
     if shard:
         write_report(out_dir / SHARD_DIR / f"extract_report.{shard.tag}.csv", result.problems)
         log.info("shard %s: %d extracted, %d bad; run `slrpipe extract-merge --shards %d` when all shards are done",
@@ -385,10 +402,11 @@ def merge_shards(params: Params, out_dir: Path, count: int) -> ExtractResult:
             sample = SampleKeypoints(shard_file.frames("keypoints", position), size, fps, wholebody)
             _append(writer, row, sample, keep_wholebody)
             frames += len(sample.keypoints)
+        manifest, dropped = _drop_empty_glosses(manifest, writer)
         writer.attrs.update(_attrs(params, manifest, None))
         extracted = len(writer)
     for shard_file in shard_files:
         shard_file.close()
-    result = ExtractResult(manifest, extracted, frames, sorted(problems, key=lambda p: p.sample_id))
+    result = ExtractResult(manifest, extracted, frames, sorted(problems, key=lambda p: p.sample_id), dropped)
     _finish(out_dir, result, params.extract.max_bad_fraction)
     return result

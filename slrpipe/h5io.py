@@ -89,6 +89,15 @@ class RaggedWriter:
         for key, value in values.items():
             self._columns.setdefault(key, []).append(value)
 
+    def values(self, name: str) -> list[Any]:
+        """The per-sample values appended so far under `name`."""
+        return list(self._columns.get(name, []))
+
+    def remap_values(self, name: str, mapping: Mapping[Any, Any]) -> None:
+        """Replace the per-sample value `name` of every appended sample by mapping[value] (e.g. renumbered labels)."""
+        if name in self._columns:
+            self._columns[name] = [mapping[value] for value in self._columns[name]]
+
     def close(self) -> None:
         group = self._handle.create_group("samples")
         group.create_dataset("offsets", data=np.asarray(self._offsets, dtype=np.int64))

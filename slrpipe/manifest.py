@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import unicodedata
+from collections import Counter
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -95,6 +96,23 @@ def finalize(rows: list[ManifestRow], problems: list[Problem]) -> Manifest:
     label_of = {gloss: index for index, gloss in enumerate(glosses)}
     labelled = [replace(row, label=label_of[row.gloss]) for row in unique]
     return Manifest(rows=labelled, glosses=glosses, problems=problems)
+
+
+def drop_empty_classes(glosses: list[str], labels: list[int], kept: list[int]) -> tuple[list[str], dict[int, int], list[Problem]]:
+    """Leave out the glosses none of whose samples was kept.
+
+    `labels` are every sample's labels, `kept` those of the samples kept. Returns the glosses
+    that remain, the old -> new label of each (renumbered 0..C-1 in the same sorted order, so
+    line i of glosses.txt stays label i) and one report row per gloss left out.
+    """
+    present = sorted(set(kept))
+    new_label = {old: new for new, old in enumerate(present)}
+    counts = Counter(labels)
+    dropped = [
+        Problem("", "", f"gloss {gloss!r} dropped: none of its {counts[label]} sample(s) is usable; labels renumbered")
+        for label, gloss in enumerate(glosses) if label not in new_label
+    ]
+    return [glosses[old] for old in present], new_label, dropped
 
 
 def kind_of_path(path: Path) -> str | None:

@@ -20,7 +20,7 @@ from slrpipe import joints
 from slrpipe.config import Params, PreprocessParams
 from slrpipe.errors import SampleError, SlrpipeError
 from slrpipe.h5io import RaggedFile, RaggedWriter
-from slrpipe.manifest import SPLITS, Problem
+from slrpipe.manifest import SPLITS, Problem, drop_empty_classes
 from slrpipe.reporting import check_bad_fraction, write_json, write_report
 from slrpipe.splits import assign_splits, label_subsets
 
@@ -117,6 +117,7 @@ class PreprocessResult:
     problems: list[Problem]
     split_counts: dict[str, int]
     subsets: dict[str, list[str]]
+    dropped: list[Problem]  # one per gloss left without samples
 
 
 def run_preprocess(params: Params, keypoints_path: Path, out_dir: Path) -> PreprocessResult:
@@ -166,6 +167,11 @@ def run_preprocess(params: Params, keypoints_path: Path, out_dir: Path) -> Prepr
                 )
                 kept.add(sample_id)
                 frames += len(sample.coords)
+            # A gloss whose samples all failed here leaves the class list; labels stay 0..C-1.
+            glosses, new_label, dropped = drop_empty_classes(glosses, labels, writer.values("label"))
+            writer.remap_values("label", new_label)
+            for problem in dropped:
+                log.warning("%s", problem.problem)
             subsets = {
                 subset_key(fraction): [columns["sample_id"][i] for i in indices if columns["sample_id"][i] in kept]
                 for fraction, indices in subset_indices.items()
@@ -180,7 +186,7 @@ def run_preprocess(params: Params, keypoints_path: Path, out_dir: Path) -> Prepr
             written = len(writer)
     split_counts = {name: sum(1 for i, s in enumerate(splits) if s == name and columns["sample_id"][i] in kept) for name in SPLITS}
     write_json(out_dir / SUBSETS_FILE, subsets)
-    write_report(out_dir / REPORT_FILE, problems)
+    write_report(out_dir / REPORT_FILE, problems + dropped)
     total = written + len(problems)
     write_json(out_dir / SUMMARY_FILE, {
         "samples": written,
@@ -190,4 +196,4 @@ def run_preprocess(params: Params, keypoints_path: Path, out_dir: Path) -> Prepr
         **{f"labelled_{key}": len(ids) for key, ids in subsets.items()},
     })
     check_bad_fraction(len(problems), total, settings.max_bad_fraction, "preprocess.max_bad_fraction", out_dir / REPORT_FILE)
-    return PreprocessResult(written, frames, problems, split_counts, subsets)
+    return PreprocessResult(written, frames, problems, split_counts, subsets, dropped)

@@ -9,6 +9,7 @@ from slrpipe import posefiles
 from slrpipe.errors import SlrpipeError
 from slrpipe.extract import Extractor, Shard, merge_shards, run_extract
 from slrpipe.h5io import RaggedFile
+from slrpipe.manifest import read_manifest_csv
 from slrpipe.reporting import read_report
 from slrpipe.sources import build_manifest
 from tests.conftest import make_params
@@ -244,3 +245,25 @@ def test_folder_names_become_glosses_only_when_they_fit_one_line(tmp_path):
         "gloss 'line\\u2028break' holds a line break or control character: glosses.txt has one gloss per line",
         "gloss 'next\\x85line' holds a line break or control character: glosses.txt has one gloss per line",
     ]
+
+
+def test_a_gloss_whose_samples_are_all_bad_is_dropped_and_labels_renumbered(tmp_path):
+    for gloss in ("alpha", "broken", "zebra"):
+        _sequences(tmp_path / "data" / gloss, 2, width=7 if gloss == "broken" else 258)  # 7 values: not MediaPipe
+    params = make_params(tmp_path / "data", max_bad_fraction=0.5)
+    whole = run_extract(params, tmp_path / "whole", None)
+    for index in range(2):
+        run_extract(params, tmp_path / "sharded", None, Shard(index, 2))
+    merge_shards(params, tmp_path / "sharded", 2)
+    for out in (tmp_path / "whole", tmp_path / "sharded"):
+        assert (out / "glosses.txt").read_text() == "alpha\nzebra\n"
+        with RaggedFile(out / "keypoints.h5") as keypoints:
+            assert keypoints.attr("glosses") == ["alpha", "zebra"]
+            assert keypoints.column("gloss") == ["alpha", "alpha", "zebra", "zebra"]
+            assert keypoints.column("label").tolist() == [0, 0, 1, 1]
+        labels = {row.sample_id: row.label for row in read_manifest_csv(out / "manifest.csv")}
+        assert labels == {"alpha/0": 0, "alpha/1": 0, "broken/0": -1, "broken/1": -1, "zebra/0": 1, "zebra/1": 1}
+        report = read_report(out / "extract_report.csv")
+        assert [p.sample_id for p in report] == ["broken/0", "broken/1", ""]
+        assert report[-1].problem == "gloss 'broken' dropped: none of its 2 sample(s) is usable; labels renumbered"
+    assert whole.manifest.glosses == ["alpha", "zebra"] and len(whole.problems) == 2  # the bad fraction counts samples

@@ -112,3 +112,37 @@ def test_long_sequences_are_subsampled_uniformly_keeping_both_ends():
     assert np.all(np.diff(sample.frame_index) > 0)
     steps = np.diff(sample.frame_index)
     assert steps.max() - steps.min() <= 1
+
+
+def test_a_gloss_whose_samples_all_fail_here_is_dropped_and_labels_renumbered(tmp_path):
+    from slrpipe.extract import run_extract
+    from slrpipe.h5io import RaggedFile
+    from slrpipe.preprocess import run_preprocess
+    from slrpipe.reporting import read_report
+    from tests.conftest import make_params
+
+    rng = np.random.default_rng(0)
+    lines = ["path,gloss,signer,split"]
+    for gloss in ("alpha", "handless", "zebra"):
+        for index in range(2):
+            vectors = rng.uniform(0.2, 0.8, (6, 258)).astype(np.float32)
+            if gloss == "handless":
+                vectors[:, 132:] = 0  # MediaPipe stores an undetected hand as zeros
+            np.save(tmp_path / f"{gloss}{index}.npy", vectors)
+            lines.append(f"{gloss}{index}.npy,{gloss},,train")
+    (tmp_path / "list.csv").write_text("\n".join(lines) + "\n")
+    params = make_params(tmp_path / "list.csv", source="manifest")
+    params = params.model_copy(update={"preprocess": params.preprocess.model_copy(update={"max_bad_fraction": 0.5})})
+    run_extract(params, tmp_path / "extract", None)
+    result = run_preprocess(params, tmp_path / "extract" / "keypoints.h5", tmp_path / "pre")
+    with RaggedFile(tmp_path / "pre" / "dataset.h5") as dataset:
+        assert dataset.attr("glosses") == ["alpha", "zebra"]
+        assert dataset.column("gloss") == ["alpha", "alpha", "zebra", "zebra"]
+        assert dataset.column("label").tolist() == [0, 0, 1, 1]
+    report = read_report(tmp_path / "pre" / "preprocess_report.csv")
+    assert [(p.sample_id, p.problem) for p in report] == [
+        ("handless0", "no frame in which a hand is found"),
+        ("handless1", "no frame in which a hand is found"),
+        ("", "gloss 'handless' dropped: none of its 2 sample(s) is usable; labels renumbered"),
+    ]
+    assert len(result.problems) == 2 and result.dropped == report[2:]
