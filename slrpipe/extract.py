@@ -22,7 +22,7 @@ from tqdm import tqdm
 from slrpipe import joints, posefiles
 from slrpipe.config import DatasetParams, ExtractParams, Params
 from slrpipe.errors import SampleError, SlrpipeError
-from slrpipe.h5io import RaggedFile, RaggedWriter, file_digest, write_text_atomic
+from slrpipe.h5io import RaggedFile, RaggedWriter, file_digest
 from slrpipe.manifest import (
     KIND_MMPOSE_JSON,
     KIND_MP_FRAMES,
@@ -34,7 +34,7 @@ from slrpipe.manifest import (
     drop_empty_classes,
     write_manifest_csv,
 )
-from slrpipe.reporting import check_bad_fraction, read_report, write_json, write_report
+from slrpipe.reporting import GLOSSES_FILE, check_bad_fraction, read_report, write_glosses, write_json, write_report
 from slrpipe.sources import build_manifest
 from slrpipe.video import iter_frame_batches, video_info
 
@@ -46,7 +46,6 @@ FILE_FORMAT = "slrpipe.keypoints/1"
 
 KEYPOINTS_FILE = "keypoints.h5"
 MANIFEST_FILE = "manifest.csv"
-GLOSSES_FILE = "glosses.txt"
 REPORT_FILE = "extract_report.csv"
 SUMMARY_FILE = "extract_summary.json"
 SHARD_DIR = "shards"
@@ -313,7 +312,7 @@ def _drop_empty_glosses(manifest: Manifest, writer: RaggedWriter) -> tuple[Manif
 
 def _write_tables(out_dir: Path, result: ExtractResult, report_name: str = REPORT_FILE) -> None:
     write_manifest_csv(result.manifest, out_dir / MANIFEST_FILE)
-    write_text_atomic(out_dir / GLOSSES_FILE, "".join(f"{gloss}\n" for gloss in result.manifest.glosses))
+    write_glosses(out_dir / GLOSSES_FILE, result.manifest.glosses)
     write_report(out_dir / report_name, result.problems + result.dropped)
 
 

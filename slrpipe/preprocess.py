@@ -21,7 +21,7 @@ from slrpipe.config import Params, PreprocessParams
 from slrpipe.errors import SampleError, SlrpipeError
 from slrpipe.h5io import RaggedFile, RaggedWriter
 from slrpipe.manifest import SPLITS, Problem, drop_empty_classes
-from slrpipe.reporting import check_bad_fraction, write_json, write_report
+from slrpipe.reporting import GLOSSES_FILE, check_bad_fraction, write_glosses, write_json, write_report
 from slrpipe.splits import assign_splits, label_subsets
 
 log = logging.getLogger(__name__)
@@ -186,6 +186,7 @@ def run_preprocess(params: Params, keypoints_path: Path, out_dir: Path) -> Prepr
             written = len(writer)
     split_counts = {name: sum(1 for i, s in enumerate(splits) if s == name and columns["sample_id"][i] in kept) for name in SPLITS}
     write_json(out_dir / SUBSETS_FILE, subsets)
+    write_glosses(out_dir / GLOSSES_FILE, glosses)
     write_report(out_dir / REPORT_FILE, problems + dropped)
     total = written + len(problems)
     write_json(out_dir / SUMMARY_FILE, {

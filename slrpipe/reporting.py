@@ -25,6 +25,14 @@ def read_report(path: Path) -> list[Problem]:
         return [Problem(r["sample_id"], r["path"], r["problem"]) for r in csv.DictReader(handle)]
 
 
+GLOSSES_FILE = "glosses.txt"
+
+
+def write_glosses(path: Path, glosses: list[str]) -> None:
+    """One gloss per line, in label order: line i (from 0) is label i."""
+    write_text_atomic(path, "".join(f"{gloss}\n" for gloss in glosses))
+
+
 def write_json(path: Path, data: dict) -> None:
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 

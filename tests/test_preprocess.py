@@ -139,6 +139,7 @@ def test_a_gloss_whose_samples_all_fail_here_is_dropped_and_labels_renumbered(tm
         assert dataset.attr("glosses") == ["alpha", "zebra"]
         assert dataset.column("gloss") == ["alpha", "alpha", "zebra", "zebra"]
         assert dataset.column("label").tolist() == [0, 0, 1, 1]
+    assert (tmp_path / "pre" / "glosses.txt").read_text() == "alpha\nzebra\n"
     report = read_report(tmp_path / "pre" / "preprocess_report.csv")
     assert [(p.sample_id, p.problem) for p in report] == [
         ("handless0", "no frame in which a hand is found"),
