@@ -17,3 +17,9 @@ class SampleError(SlrpipeError):
 
 class MissingDependencyError(SlrpipeError):
     """An optional extra (MMPose, MediaPipe) is not installed."""
+
+
+def restore_hint(path: object) -> str:
+    """How to get a damaged pipeline output back: from the DVC cache, or by making it again
+    (`dvc repro` reruns every stage whose outputs changed)."""
+    return f"restore it with `dvc checkout --force {path}`, or rerun the stage that writes it (`dvc repro`)"

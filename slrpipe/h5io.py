@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any
 
 import h5py
 import numpy as np
+
+from slrpipe.errors import SlrpipeError, restore_hint
 
 STRING = h5py.string_dtype("utf-8")
 _CHUNK_FRAMES = 256
@@ -130,10 +133,20 @@ class RaggedFile:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._handle = h5py.File(self.path, "r")
-        self.offsets = self._handle["samples/offsets"][:]
-        # Looking a dataset up by name costs as much as reading a short sample: do it once.
-        self._frames = {name: self._handle["frames"][name] for name in self._handle["frames"]}
+        if not self.path.is_file():
+            raise SlrpipeError(f"{self.path} not found")
+        try:
+            self._handle = h5py.File(self.path, "r")
+        except OSError as error:
+            raise SlrpipeError(f"{self.path}: damaged or truncated HDF5 file ({_h5_reason(error)}): {restore_hint(self.path)}") from None
+        try:
+            self.offsets = self._handle["samples/offsets"][:]
+            # Looking a dataset up by name costs as much as reading a short sample: do it once.
+            self._frames = {name: self._handle["frames"][name] for name in self._handle["frames"]}
+        except (KeyError, OSError) as error:
+            self._handle.close()
+            reason = "no samples/offsets" if isinstance(error, KeyError) else _h5_reason(error)
+            raise SlrpipeError(f"{self.path}: not a file of slrpipe samples ({reason}): {restore_hint(self.path)}") from None
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -152,7 +165,10 @@ class RaggedFile:
 
     def frames(self, name: str, index: int) -> np.ndarray:
         start, stop = self.offsets[index], self.offsets[index + 1]
-        return self._frames[name][start:stop]
+        try:
+            return self._frames[name][start:stop]
+        except OSError as error:  # a damaged compressed chunk
+            raise SlrpipeError(f"{self.path}: sample {index} is unreadable ({_h5_reason(error)}): {restore_hint(self.path)}") from None
 
     def column(self, name: str) -> list[Any] | np.ndarray:
         if name not in self._handle["samples"]:
@@ -169,6 +185,12 @@ class RaggedFile:
         if isinstance(value, str) and value[:1] in "[{":
             return json.loads(value)
         return value
+
+
+def _h5_reason(error: OSError) -> str:
+    """"Unable to synchronously open file (truncated file: eof = ...)" -> "truncated file: eof = ..."."""
+    found = re.search(r"\((.+)\)\s*$", str(error))
+    return found.group(1) if found else str(error).splitlines()[0]
 
 
 def file_digest(path: Path) -> str:
