@@ -9,6 +9,7 @@ checkpoint that pickles any other class or function is refused, never loaded wit
 
 from __future__ import annotations
 
+import logging
 import pickle
 import re
 from pathlib import Path
@@ -17,7 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from slrpipe.errors import SlrpipeError
+from slrpipe.errors import SlrpipeError, restore_hint
+
+log = logging.getLogger(__name__)
 
 # Plain numeric dtypes; object, string and structured arrays are not allowed (they could carry
 # arbitrary Python objects or are never used in checkpoint metadata).
@@ -54,20 +57,29 @@ def _refusal_reason(message: str) -> str:
     return reason
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint onto the CPU with ``weights_only=True``; return its top-level dict."""
+def load_checkpoint(path: str | Path, output: bool = False) -> dict:
+    """Load a checkpoint onto the CPU with ``weights_only=True``; return its top-level dict.
+
+    `output`: the file is a pipeline output, so an unreadable one is best restored: say how.
+    """
     path = Path(path)
     if not path.is_file():
         raise SlrpipeError(f"checkpoint not found: {path}")
+    unreadable = f"{path}: not a readable PyTorch checkpoint (damaged, truncated or another kind of file)"
+    if output:
+        unreadable += f": {restore_hint(path)}"
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        # Also raised for files that are not pickles at all; torch's reason then says so.
-        raise SlrpipeError(f"{path}: refused by weights_only loading: {_refusal_reason(str(exc))}") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SlrpipeError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
+        # Also raised for files that are not pickles at all, as an unsupported operand.
+        reason = _refusal_reason(str(exc))
+        if reason.startswith("Unsupported operand"):
+            raise SlrpipeError(unreadable) from None
+        raise SlrpipeError(f"{path}: refused by weights_only loading: {reason}") from None
+    except Exception:  # noqa: BLE001 - on text or a cut-off file the unpickler and zip reader fail in many ways
+        log.debug("torch.load(%s) failed", path, exc_info=True)
+        raise SlrpipeError(unreadable) from None
     if not isinstance(checkpoint, dict):
         raise SlrpipeError(f"{path}: expected a dict checkpoint, found {type(checkpoint).__name__}")
     return checkpoint

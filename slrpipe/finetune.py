@@ -158,7 +158,7 @@ def _train(params: Params, dataset_path: Path, pretrained: Path, out_dir: Path, 
         if not pretrained.is_file():
             raise SlrpipeError(f"pretrained checkpoint {pretrained} not found: run the pretrain stage (dvc repro pretrain) "
                                "or use finetune.protocol: scratch")
-        model.load_pretrained(load_checkpoint(pretrained), pretrained)
+        model.load_pretrained(load_checkpoint(pretrained, output=True), pretrained)
     linear = s.protocol == "linear"
     if linear:
         model.encoders.requires_grad_(False)

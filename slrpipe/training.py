@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from slrpipe.checkpoints import load_checkpoint
+from slrpipe.errors import SlrpipeError
 from slrpipe.runtime import save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,13 @@ class Checkpointer:
         """Restore the training state; returns (epochs already done, the checkpoint's extra data)."""
         if not self.path.is_file():
             return 0, {}
-        state = load_checkpoint(self.path)
+        try:
+            state = load_checkpoint(self.path)
+        except SlrpipeError as error:
+            # Cut off by a crash or a full disk: the run it held is lost either way, so start over
+            # (the next epoch's checkpoint replaces it) rather than fail every `dvc repro`.
+            log.warning("%s; starting from scratch", error)
+            return 0, {}
         if state.get("fingerprint") != self.fingerprint:
             log.warning("%s was made with other settings or data: starting from scratch", self.path)
             return 0, {}

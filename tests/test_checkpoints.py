@@ -129,3 +129,37 @@ def test_not_a_dict(tmp_path: Path) -> None:
     torch.save(torch.zeros(2), path)
     with pytest.raises(SlrpipeError, match="expected a dict checkpoint, found Tensor"):
         load_checkpoint(path)
+
+
+def test_garbage_is_unreadable_not_refused(tmp_path: Path) -> None:
+    """Text, CSV or JSON fails inside the unpickler in many ways (KeyError, IndexError, bad operand)."""
+    path = tmp_path / "notes.pth"
+    for content in (b"hello, this is text\n", b"a,b\n1,2\n", b'{"a": 1}', bytes(64), b""):
+        path.write_bytes(content)
+        with pytest.raises(SlrpipeError) as info:
+            load_checkpoint(path)
+        assert str(info.value) == f"{path}: not a readable PyTorch checkpoint (damaged, truncated or another kind of file)"
+
+
+def test_a_pipeline_output_says_how_to_restore_it(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"model": {"w": torch.zeros(1000)}}, path)
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(SlrpipeError) as info:
+        load_checkpoint(path, output=True)
+    assert str(info.value) == (f"{path}: not a readable PyTorch checkpoint (damaged, truncated or another kind of file): "
+                               f"restore it with `dvc checkout --force {path}`, or rerun the stage that writes it (`dvc repro`)")
+
+
+def test_resume_from_a_damaged_checkpoint_starts_over(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from slrpipe.training import Checkpointer, sgd_with_steps
+
+    model = torch.nn.Linear(3, 2)
+    optimizer, scheduler = sgd_with_steps(model.parameters(), 0.1, 0.9, 0.0, [1], 0.1)
+    checkpointer = Checkpointer(tmp_path / "checkpoint.pt", "fingerprint")
+    checkpointer.save(2, model, optimizer, scheduler)
+    checkpointer.path.write_bytes(checkpointer.path.read_bytes()[:100])  # killed while copying, disk full...
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    assert checkpointer.resume(model, optimizer, scheduler) == (0, {})
+    assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())
+    assert f"{checkpointer.path}: not a readable PyTorch checkpoint" in caplog.text and "starting from scratch" in caplog.text

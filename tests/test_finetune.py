@@ -123,3 +123,12 @@ def _labels(out):
 
     with (out / "scores.csv").open() as handle:
         return [int(row["label"]) for row in csv.DictReader(handle)]
+
+
+def test_a_damaged_pretrain_checkpoint_says_how_to_restore_it(ksl_dataset, pretrained, tmp_path):
+    damaged = tmp_path / "checkpoint.pt"
+    damaged.write_bytes(pretrained.read_bytes()[:1000])
+    with pytest.raises(SlrpipeError) as info:
+        _finetune(ksl_dataset, damaged, tmp_path, epochs=1)
+    assert str(info.value) == (f"{damaged}: not a readable PyTorch checkpoint (damaged, truncated or another kind of file): "
+                               f"restore it with `dvc checkout --force {damaged}`, or rerun the stage that writes it (`dvc repro`)")

@@ -264,3 +264,14 @@ def test_mmpose_backend_gets_the_options(trained, shared, tmp_path, monkeypatch)
 
     missing = _invoke(trained, video, "--backend", "mmpose")
     assert missing.exit_code == 1 and missing.stderr.startswith("error: --backend mmpose needs --pose-checkpoint")
+
+
+@pytest.mark.parametrize("content", [b"hello, this is text\n", b"a,b\n1,2\n", b'{"epoch": 3}'])
+def test_a_file_that_is_no_model_ends_with_one_line(tmp_path, content):
+    """Text given as --model: the weights-only unpickler fails with KeyError, IndexError..."""
+    model = tmp_path / "model.txt"
+    model.write_bytes(content)
+    result = _invoke(model, tmp_path / "input.npy")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (f"error: {model}: not a readable PyTorch checkpoint "
+                                     "(damaged, truncated or another kind of file)")
