@@ -21,21 +21,23 @@ SourceKind = Literal["wlasl", "msasl", "nmfs_csl", "slr500", "video_folder", "mp
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict: `epochs: true` or `lr: "0.5"` is an error, not 1 and 0.5 (an int is still a valid
+    # float). Tuples and paths opt out of strictness themselves, as YAML gives lists and strings.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class DatasetParams(Section):
     source: SourceKind
     # Folder of the dataset (or, for `manifest`, the CSV file). Relative paths are relative
     # to the directory holding params.yaml, i.e. the project root when run by DVC.
-    root: Path
+    root: Path = Field(strict=False)
     # WLASL / MS-ASL subsets: keep the N most frequent glosses as the dataset defines them.
     num_classes: int | None = Field(default=None, gt=0)
     # MS-ASL ships no clips, only URLs: where the user's downloaded clips are, relative to root.
     msasl_clip_template: str = "clips/{split}/{index:05d}.mp4"
     # Pose files store no image size: MediaPipe coordinates are normalized and MMPose JSON
     # holds pixels only. Pixel coordinates are scaled to / interpreted in this (width, height).
-    frame_size: tuple[int, int] = (640, 480)
+    frame_size: tuple[int, int] = Field(default=(640, 480), strict=False)
     fps: float = Field(default=30.0, gt=0)
 
     @field_validator("frame_size")
@@ -51,10 +53,10 @@ class ExtractParams(Section):
     backend: Literal["mmpose", "mediapipe"] = "mmpose"
     # MMPose config: a file path or a path inside MMPose's bundled configs; checkpoint from `mim download`.
     pose_config: str = "wholebody_2d_keypoint/rtmpose/coco-wholebody/rtmpose-m_8xb64-270e_coco-wholebody-256x192.py"
-    pose_checkpoint: Path | None = None
+    pose_checkpoint: Path | None = Field(default=None, strict=False)
     # Optional MMDetection person detector; without it the whole frame is the person box.
     det_config: str | None = None
-    det_checkpoint: Path | None = None
+    det_checkpoint: Path | None = Field(default=None, strict=False)
     det_score_threshold: float = Field(default=0.5, ge=0, le=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(default=16, gt=0)
@@ -94,7 +96,7 @@ class PreprocessParams(Section):
     test_fraction: float = Field(default=0.2, ge=0, lt=1)
     # Labelled fractions of the training split for the semi-supervised protocol: seeded,
     # class-stratified and nested (the 20 % subset lies inside the 40 % one).
-    label_fractions: tuple[float, ...] = (0.2, 0.4, 0.6)
+    label_fractions: tuple[float, ...] = Field(default=(0.2, 0.4, 0.6), strict=False)
     seed: int = 0
     max_bad_fraction: float = Field(default=0.1, ge=0, le=1)
 
@@ -132,8 +134,8 @@ class AugmentParams(Section):
 class ModelSize(Section):
     """Widths and depths of one encoder (METHOD.md section 5)."""
 
-    joint_channels: tuple[int, ...] = (128, 128, 256)  # per-joint GCN layers
-    part_channels: tuple[int, ...] = (512, 512)  # part-graph GCN layers; the last is the feature width
+    joint_channels: tuple[int, ...] = Field(default=(128, 128, 256), strict=False)  # per-joint GCN layers
+    part_channels: tuple[int, ...] = Field(default=(512, 512), strict=False)  # part-graph GCN layers; the last is the feature width
     temporal_blocks: int = Field(default=2, ge=0)  # temporal convolutions before the Transformers
     temporal_kernel: int = Field(default=7, ge=1)
     hand_layers: int = Field(default=3, ge=1)  # Transformer over (right || left) hand tokens
@@ -210,7 +212,7 @@ class PretrainParams(Section):
     lr: float = Field(default=0.01, gt=0)
     sgd_momentum: float = Field(default=0.9, ge=0)
     weight_decay: float = Field(default=1e-4, ge=0)
-    lr_steps: tuple[int, ...] = (50, 100)  # lr x lr_gamma at these epochs; authors: (100,)
+    lr_steps: tuple[int, ...] = Field(default=(50, 100), strict=False)  # lr x lr_gamma at these epochs; authors: (100,)
     lr_gamma: float = Field(default=0.1, gt=0)
     seed: int = 0
     num_workers: int = Field(default=2, ge=0)
@@ -223,7 +225,7 @@ class PretrainParams(Section):
 
 class Schedule(Section):
     epochs: int = Field(ge=1)
-    lr_steps: tuple[int, ...] = ()  # lr x lr_gamma at these epochs
+    lr_steps: tuple[int, ...] = Field(default=(), strict=False)  # lr x lr_gamma at these epochs
 
 
 class FinetuneParams(Section):
@@ -278,10 +280,10 @@ class FinetuneParams(Section):
 class EvaluateParams(Section):
     # Top-k accuracies to report (the paper: 1 and 5; NMFs-CSL also 2). Ks above the number of
     # classes are left out with a warning.
-    topk: tuple[int, ...] = (1, 5)
+    topk: tuple[int, ...] = Field(default=(1, 5), strict=False)
     # Late fusion "(+R)": a scores CSV of another model for the same test samples (format in
     # slrpipe/metrics.py); null = none.
-    fusion_scores: Path | None = None
+    fusion_scores: Path | None = Field(default=None, strict=False)
     fusion_normalize: Literal["softmax", "none"] = "softmax"
     batch_size: int = Field(default=64, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -316,6 +318,13 @@ def parse_params(data: object, source: Path = DEFAULT_PARAMS) -> Params:
         raise ParamsError(_format_error(error, source)) from None
     if params.model.size not in params.model.sizes:
         raise ParamsError(f"{source}: model.size: {params.model.size!r} is not one of model.sizes ({', '.join(params.model.sizes)})")
+    # Checked here, not in the models: a model file trained with such a schedule still loads.
+    schedules = {"pretrain": params.pretrain, **{f"finetune.schedules.{name}": s for name, s in params.finetune.schedules.items()}}
+    for key, schedule in schedules.items():
+        for step in schedule.lr_steps:
+            if not 1 <= step < schedule.epochs:
+                raise ParamsError(f"{source}: {key}.lr_steps: step {step} is not within 1..{schedule.epochs - 1} ({key}.epochs is "
+                                  f"{schedule.epochs}): the lr drops after that many epochs, so a step must come before the last")
     # Resolve relative paths against the params file's folder, so stages run from anywhere.
     base = source.resolve().parent
     dataset = params.dataset

@@ -70,3 +70,52 @@ def test_gpu_asked_for_but_absent_is_one_clear_line(monkeypatch):
     with pytest.raises(SlrpipeError, match="device is cuda but no GPU is visible"):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("pretrain: {epochs: true}", "pretrain.epochs: Input should be a valid integer"),  # was read as 1
+        ("pretrain: {epochs: 2.0}", "pretrain.epochs: Input should be a valid integer"),
+        ("pretrain: {lr: '0.5'}", "pretrain.lr: Input should be a valid number"),
+        ("pretrain: {lr: false}", "pretrain.lr: Input should be a valid number"),
+        ("pretrain: {bf16: 1}", "pretrain.bf16: Input should be a valid boolean"),
+        ("pretrain: {lr_steps: [yes]}", "pretrain.lr_steps.0: Input should be a valid integer"),
+        ("preprocess: {label_fractions: ['0.2']}", "preprocess.label_fractions.0: Input should be a valid number"),
+        ("finetune: {label_fraction: true}", "finetune.label_fraction: Input should be a valid number"),
+    ],
+)
+def test_params_are_strictly_typed(tmp_path, text, expected):
+    path = tmp_path / "params.yaml"
+    path.write_text("dataset: {source: mp_data, root: x}\n" + text + "\n")
+    with pytest.raises(ParamsError) as error:
+        load_params(path)
+    assert str(error.value) == f"{path}: {expected}"
+
+
+def test_an_int_is_a_valid_float_and_lists_are_tuples(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("dataset: {source: mp_data, root: x, fps: 25, frame_size: [320, 240]}\n"
+                    "pretrain: {lr: 1, epochs: 3, lr_steps: [1, 2]}\nevaluate: {topk: [1, 2]}\n")
+    params = load_params(path)
+    assert params.pretrain.lr == 1.0 and isinstance(params.pretrain.lr, float) and params.dataset.fps == 25.0
+    assert params.dataset.frame_size == (320, 240) and params.pretrain.lr_steps == (1, 2) and params.evaluate.topk == (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "step", "epochs"),
+    [
+        ("pretrain: {epochs: 5, lr_steps: [2, 20]}", "pretrain", 20, 5),
+        ("pretrain: {epochs: 5, lr_steps: [5]}", "pretrain", 5, 5),  # after the last epoch: never used
+        ("pretrain: {epochs: 5, lr_steps: [0]}", "pretrain", 0, 5),
+        ("finetune: {schedules: {finetune: {epochs: 60}, linear: {epochs: 30, lr_steps: [50]}, semi: {epochs: 60}, "
+         "scratch: {epochs: 60}}}", "finetune.schedules.linear", 50, 30),
+    ],
+)
+def test_lr_steps_beyond_epochs_are_named(tmp_path, text, key, step, epochs):
+    path = tmp_path / "params.yaml"
+    path.write_text("dataset: {source: mp_data, root: x}\n" + text + "\n")
+    with pytest.raises(ParamsError) as error:
+        load_params(path)
+    assert str(error.value) == (f"{path}: {key}.lr_steps: step {step} is not within 1..{epochs - 1} ({key}.epochs is {epochs}): "
+                                "the lr drops after that many epochs, so a step must come before the last")

@@ -32,7 +32,7 @@ def project(tmp_path_factory) -> Path:
         shutil.copytree(REPO / folder, copy / folder, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))
     # A short pretraining: this test is about what reruns, not about what is learned.
     params = yaml.safe_load((copy / "params.yaml").read_text())
-    params["pretrain"].update(epochs=1, knn_every=1, num_workers=0)
+    params["pretrain"].update(epochs=1, knn_every=1, num_workers=0, lr_steps=[])
     params["finetune"]["schedules"]["finetune"] = {"epochs": 1, "lr_steps": []}
     params["finetune"]["num_workers"] = 0
     params["augment"]["frames"] = 16

@@ -148,7 +148,7 @@ def test_real_run_knn_accuracy_rises_well_above_chance(ksl_dataset, tmp_path):
     from slrpipe.pretrain.train import run_pretrain
 
     root, dataset = ksl_dataset
-    params = tiny_params(root, 5, knn_every=5, lr_steps=[100])
+    params = tiny_params(root, 5, knn_every=5, lr_steps=[])
     result = run_pretrain(params, dataset, tmp_path, tmp_path / "live", resume=False)
     assert result.last_metrics["knn_accuracy"] >= 0.25 + 0.4
     assert (tmp_path / "live" / "metrics.json").is_file()
