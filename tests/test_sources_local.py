@@ -145,6 +145,16 @@ def test_manifest_csv_paths_naming_no_file_are_bad_rows(tmp_path):
           for line, path in zip(range(4, 9), (".", "/", "..", "./", "sub/.."))),
     ]
     assert len({p.sample_id for p in manifest.problems}) == 6  # each reported under its own name
+    # ... and, like every bad sample, in the extract stage's report and its bad fraction.
+    from slrpipe.extract import run_extract
+    from slrpipe.reporting import read_report
+
+    np.save(tmp_path / "seq.npy", np.random.default_rng(0).random((10, 258)))
+    params = parse_params({"dataset": {"source": "manifest", "root": str(tmp_path / "list.csv")}, "extract": {"max_bad_fraction": 0.9}})
+    result = run_extract(params, tmp_path / "out", None)
+    assert result.extracted == 1 and read_report(tmp_path / "out" / "extract_report.csv") == manifest.problems
+    with pytest.raises(SlrpipeError, match=r"6 of 7 samples are bad \(86% > extract.max_bad_fraction 50%\)"):
+        run_extract(params.model_copy(update={"extract": params.extract.model_copy(update={"max_bad_fraction": 0.5})}), tmp_path / "out", None)
 
 
 def test_unusable_manifest_csv_is_one_line(tmp_path):
