@@ -188,7 +188,7 @@ class RaggedFile:
 
 
 def _h5_reason(error: OSError) -> str:
-    """"Unable to synchronously open file (truncated file: eof = ...)" -> "truncated file: eof = ..."."""
+    """The reason inside h5py's message: 'Unable to ... file (truncated file: eof = 1)' -> 'truncated file: eof = 1'."""
     found = re.search(r"\((.+)\)\s*$", str(error))
     return found.group(1) if found else str(error).splitlines()[0]
 
