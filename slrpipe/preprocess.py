@@ -23,6 +23,7 @@ from slrpipe.h5io import RaggedFile, RaggedWriter
 from slrpipe.manifest import SPLITS, Problem
 from slrpipe.reporting import check_bad_fraction, write_json, write_report
 from slrpipe.splits import assign_splits, label_subsets
+from slrpipe.subsets import subset_key
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +104,6 @@ DATASET_FILE = "dataset.h5"
 SUBSETS_FILE = "label_subsets.json"
 REPORT_FILE = "preprocess_report.csv"
 SUMMARY_FILE = "preprocess_summary.json"
-
-
-def subset_key(fraction: float) -> str:
-    """'0.2' -> the name a label subset is saved under (percent, as the paper writes it)."""
-    return f"{round(fraction * 100):d}%"
 
 
 @dataclass
