@@ -10,6 +10,7 @@ frames in which neither hand is found are dropped; long sequences are subsampled
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,7 +172,7 @@ def run_preprocess(params: Params, keypoints_path: Path, out_dir: Path) -> Prepr
                 glosses=glosses,
                 preprocess=settings.model_dump(mode="json"),
                 label_subsets=subsets,
-                source=str(keypoints_path),
+                source=Path(os.path.relpath(keypoints_path, out_dir)).as_posix(),  # the same on every clone
             )
             written = len(writer)
     split_counts = {name: sum(1 for i, s in enumerate(splits) if s == name and columns["sample_id"][i] in kept) for name in SPLITS}
