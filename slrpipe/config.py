@@ -284,6 +284,7 @@ class EvaluateParams(Section):
     # Late fusion "(+R)": a scores CSV of another model for the same test samples (format in
     # slrpipe/metrics.py); null = none.
     fusion_scores: Path | None = Field(default=None, strict=False)
+    # How that model's scores become probabilities (ours already are): softmax (logits) | none.
     fusion_normalize: Literal["softmax", "none"] = "softmax"
     batch_size: int = Field(default=64, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"

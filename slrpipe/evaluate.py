@@ -50,7 +50,7 @@ def nested(flat: dict[str, float]) -> dict:
 def _subsets(source: str, glosses: list[str], labels: np.ndarray) -> dict[str, np.ndarray]:
     if source != "nmfs_csl":
         return {}
-    from slrpipe.sources.official import nmfs_csl_subset
+    from slrpipe.subsets import nmfs_csl_subset
 
     names = np.array([nmfs_csl_subset(glosses[label]) for label in labels])
     return {name: names == name for name in ("confusing", "normal") if np.any(names == name)}

@@ -35,7 +35,7 @@ from slrpipe.manifest import (
     write_manifest_csv,
 )
 from slrpipe.reporting import GLOSSES_FILE, check_bad_fraction, read_report, write_glosses, write_json, write_report
-from slrpipe.sources import build_manifest
+from slrpipe.sources import build_manifest, dataset_folder
 from slrpipe.video import iter_frame_batches, video_info
 
 log = logging.getLogger(__name__)
@@ -101,12 +101,17 @@ class ExtractResult:
 
 
 class Extractor:
-    """Turns one manifest row into keypoints; builds the video backend on first use."""
+    """Turns one manifest row into keypoints; builds the video backend on first use.
 
-    def __init__(self, dataset: DatasetParams, settings: ExtractParams, cache_dir: Path | None = None) -> None:
+    Row paths are relative to `folder` (the dataset folder), or used as given without one.
+    """
+
+    def __init__(self, dataset: DatasetParams, settings: ExtractParams, cache_dir: Path | None = None,
+                 folder: Path | None = None) -> None:
         self.dataset = dataset
         self.settings = settings
         self.cache_dir = cache_dir
+        self.folder = folder
         self._backend = None
         self._backend_key: str | None = None
 
@@ -197,7 +202,7 @@ class Extractor:
 
     # -- any row --------------------------------------------------------------------------
     def extract(self, row: ManifestRow) -> SampleKeypoints:
-        path = Path(row.path)
+        path = self.folder / row.path if self.folder is not None else Path(row.path)
         if row.kind == KIND_VIDEO:
             return self._video(path)
         frame_size, fps = self.dataset.frame_size, self.dataset.fps
@@ -263,12 +268,23 @@ def _append(writer: RaggedWriter, row: ManifestRow, sample: SampleKeypoints, kee
     )
 
 
+def _extract_attrs(settings: ExtractParams) -> dict:
+    """The extract settings as stored in the file: weights by file name, since their folder
+    differs between machines (the cache key holds their content)."""
+    stored = settings.model_dump(mode="json")
+    for key in ("pose_checkpoint", "det_checkpoint"):
+        if stored[key] is not None:
+            stored[key] = Path(stored[key]).name
+    return stored
+
+
 def _attrs(params: Params, manifest: Manifest, shard: Shard | None) -> dict:
     return {
         "format": FILE_FORMAT,
         "glosses": manifest.glosses,
-        "dataset": params.dataset.model_dump(mode="json"),
-        "extract": params.extract.model_dump(mode="json"),
+        # Not the root: where the dataset lies differs between clones; DVC tracks what it holds.
+        "dataset": params.dataset.model_dump(mode="json", exclude={"root"}),
+        "extract": _extract_attrs(params.extract),
         "shard": [shard.index, shard.count] if shard else [],
     }
 
@@ -340,7 +356,7 @@ def run_extract(params: Params, out_dir: Path, cache_dir: Path | None, shard: Sh
     # Problems found while reading the annotations belong to the shard that owns them too.
     source_problems = [p for i, p in enumerate(manifest.problems) if shard is None or i % shard.count == shard.index]
     keep_wholebody = params.extract.keep_wholebody
-    extractor = Extractor(params.dataset, params.extract, cache_dir)
+    extractor = Extractor(params.dataset, params.extract, cache_dir, dataset_folder(params.dataset))
     out_dir.mkdir(parents=True, exist_ok=True)
     for problem in source_problems:
         log.warning("skipped %s: %s", problem.sample_id, problem.problem)
@@ -375,7 +391,7 @@ def merge_shards(params: Params, out_dir: Path, count: int) -> ExtractResult:
         if not path.is_file() or not report.is_file():
             raise SlrpipeError(f"shard {index}/{count} has no output in {out_dir / SHARD_DIR}: run `slrpipe extract --shard {index}/{count}`")
         shard_file = RaggedFile(path)
-        if shard_file.attr("glosses") != manifest.glosses or shard_file.attr("extract") != params.extract.model_dump(mode="json"):
+        if shard_file.attr("glosses") != manifest.glosses or shard_file.attr("extract") != _extract_attrs(params.extract):
             raise SlrpipeError(f"{path} was made with other params or another dataset version: rerun that shard")
         shard_files.append(shard_file)
         problems.extend(read_report(report))

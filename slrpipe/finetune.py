@@ -23,8 +23,8 @@ from slrpipe.errors import SlrpipeError
 from slrpipe.h5io import RaggedFile, file_digest
 from slrpipe.metrics import per_instance_accuracy
 from slrpipe.model import SignEncoder
-from slrpipe.preprocess import subset_key
 from slrpipe.runtime import Runtime, code_digest, fingerprint, save_checkpoint, start, stop
+from slrpipe.subsets import subset_key
 from slrpipe.training import Checkpointer, log_epoch, open_live, sgd_with_steps, to_device
 
 log = logging.getLogger(__name__)

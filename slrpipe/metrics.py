@@ -28,10 +28,12 @@ read as the label column only if its header is exactly "label". Then one score c
 class, headed by the gloss names in label order (the order of glosses.txt). `write_scores_csv`
 writes the shortest text that reads back to the same float.
 
-Late fusion adds the two models' scores as given, matched by sample id (any row order). Logits
-of two models have unrelated scales, so `fuse` applies a softmax to both by default and adds
-probabilities; pass normalize="none" to add the given values unchanged (e.g. when both files
-already hold probabilities).
+Late fusion adds the two models' class probabilities, matched by sample id (any row order).
+Our scores (the evaluate stage's scores.csv) are already softmax probabilities and are added as
+they are: a second softmax of values in [0, 1] flattens them to nearly uniform and leaves the
+other model to decide alone. The other model's scores become probabilities by `normalize`:
+"softmax" when its file holds logits, "none" when it holds probabilities already. Both cases
+are checked, so a file of the other kind is an error rather than a silently skewed sum.
 """
 
 from __future__ import annotations
@@ -275,21 +277,40 @@ def _unique_ids(ids: Sequence[str], whose: str) -> dict[str, int]:
     return index
 
 
+# Probabilities written with a few decimals, over many classes, sum to 1 only approximately.
+PROBABILITY_SUM_TOLERANCE = 0.01
+
+
+def _probability_rows(scores: np.ndarray) -> np.ndarray:
+    """(N,) bool: the row is non-negative and sums to 1."""
+    return (scores >= 0).all(axis=1) & (np.abs(scores.sum(axis=1) - 1) <= PROBABILITY_SUM_TOLERANCE)
+
+
+def _require_probabilities(scores: np.ndarray, ids: Sequence[str], whose: str, hint: str) -> None:
+    bad = np.flatnonzero(~_probability_rows(scores))
+    if len(bad):
+        i = bad[0]
+        raise SlrpipeError(f"{whose} scores of sample {ids[i]!r} are not probabilities (they sum to {scores[i].sum():.4g}"
+                           f"{', some are negative' if (scores[i] < 0).any() else ''}){hint}")
+
+
 def fuse(
     sample_ids: Sequence[str],
-    scores: np.ndarray,
+    probabilities: np.ndarray,
     other_ids: Sequence[str],
     other_scores: np.ndarray,
     normalize: str = "softmax",
 ) -> np.ndarray:
-    """Late fusion "(+R)": our scores plus the other model's, matched by sample id; rows in our order.
+    """Late fusion "(+R)": our class probabilities plus the other model's, matched by sample id;
+    rows in our order (module docstring).
 
-    normalize="softmax" (default) turns both into probabilities first; "none" adds them as given.
-    Both must cover exactly the same sample ids and the same number of classes.
+    normalize="softmax" (default) turns the other model's logits into probabilities; "none"
+    takes them as probabilities already. Ours are never renormalized. Both must cover exactly
+    the same sample ids and the same number of classes.
     """
     if normalize not in ("softmax", "none"):
         raise SlrpipeError(f"normalize must be 'softmax' or 'none', got {normalize!r}")
-    scores, other_scores = np.asarray(scores, dtype=np.float64), np.asarray(other_scores, dtype=np.float64)
+    scores, other_scores = np.asarray(probabilities, dtype=np.float64), np.asarray(other_scores, dtype=np.float64)
     for ids, values, whose in ((sample_ids, scores, "our"), (other_ids, other_scores, "the other model's")):
         if values.ndim != 2 or len(values) != len(ids):
             raise SlrpipeError(f"{whose} scores of shape {values.shape} do not fit {len(ids)} sample ids")
@@ -304,7 +325,14 @@ def fuse(
     if extra:
         raise SlrpipeError(f"the other model's scores have {len(extra)} sample ids that we do not, "
                            f"the first is {extra[0]!r}")
+    _require_probabilities(scores, sample_ids, "our", ": fusion adds the model's softmax output, as in scores.csv")
     other_scores = other_scores[[theirs[sample_id] for sample_id in sample_ids]]
     if normalize == "softmax":
-        scores, other_scores = _softmax(scores), _softmax(other_scores)
+        if len(other_scores) and _probability_rows(other_scores).all():
+            raise SlrpipeError("the other model's scores are probabilities already (every row sums to 1): a softmax would "
+                               "flatten them; set evaluate.fusion_normalize: none")
+        other_scores = _softmax(other_scores)
+    else:
+        _require_probabilities(other_scores, sample_ids, "the other model's",
+                               "; set evaluate.fusion_normalize: softmax if they are logits")
     return scores + other_scores

@@ -10,6 +10,7 @@ frames in which neither hand is found are dropped; long sequences are subsampled
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from slrpipe.h5io import RaggedFile, RaggedWriter
 from slrpipe.manifest import SPLITS, Problem, drop_empty_classes
 from slrpipe.reporting import GLOSSES_FILE, check_bad_fraction, write_glosses, write_json, write_report
 from slrpipe.splits import assign_splits, label_subsets
+from slrpipe.subsets import subset_key
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +107,6 @@ REPORT_FILE = "preprocess_report.csv"
 SUMMARY_FILE = "preprocess_summary.json"
 
 
-def subset_key(fraction: float) -> str:
-    """'0.2' -> the name a label subset is saved under (percent, as the paper writes it)."""
-    return f"{round(fraction * 100):d}%"
-
-
 @dataclass
 class PreprocessResult:
     written: int
@@ -181,7 +178,7 @@ def run_preprocess(params: Params, keypoints_path: Path, out_dir: Path) -> Prepr
                 glosses=glosses,
                 preprocess=settings.model_dump(mode="json"),
                 label_subsets=subsets,
-                source=str(keypoints_path),
+                source=Path(os.path.relpath(keypoints_path, out_dir)).as_posix(),  # the same on every clone
             )
             written = len(writer)
     split_counts = {name: sum(1 for i, s in enumerate(splits) if s == name and columns["sample_id"][i] in kept) for name in SPLITS}

@@ -1,13 +1,23 @@
-"""Paper presets: write a named set of values into params.yaml, keeping its layout and comments."""
+"""Paper presets: write a named set of values into params.yaml, keeping its layout and comments.
+
+params.yaml is edited as a YAML tree (ruamel.yaml's round trip, the library DVC itself uses),
+not as lines of text: `dvc exp run -S` rewrites the file (block-style lists, `null` written as
+nothing), and a preset must still apply to what it left. Values are changed in place where
+the old node has the same type, so a flow list stays a flow list and a comment stays on its line.
+"""
 
 from __future__ import annotations
 
-import re
+import io
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import YAMLError
+from ruamel.yaml.representer import RoundTripRepresenter
 
 from slrpipe.config import parse_params
 from slrpipe.errors import SlrpipeError
@@ -18,43 +28,67 @@ def presets() -> dict[str, dict[str, Any]]:
     return {name: values for name, values in data.items() if not name.startswith("_")}
 
 
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip(" "))
+class _Representer(RoundTripRepresenter):
+    """ruamel writes None as nothing (`key:`); params.yaml says null, as its comments do. A
+    subclass, since add_representer on ruamel's own class would change DVC's output too."""
 
 
-def _is_content(line: str) -> bool:
-    stripped = line.strip()
-    return bool(stripped) and not stripped.startswith("#")
+_Representer.add_representer(type(None), lambda self, _: self.represent_scalar("tag:yaml.org,2002:null", "null"))
 
 
-def _flow(value: Any) -> str:
-    """One-line YAML for a value: 150, msasl, [50, 100], {epochs: 60, lr_steps: []}, null."""
-    return yaml.safe_dump(value, default_flow_style=True, width=10**6, sort_keys=False).removesuffix("...\n").strip()
+def _round_trip() -> YAML:
+    handler = YAML()  # round trip: comments, key order, quotes and flow/block style survive
+    handler.Representer = _Representer
+    handler.preserve_quotes = True
+    handler.width = 4096  # never wrap a long value or comment onto a second line
+    return handler
 
 
-def set_value(text: str, key: str, value: Any) -> str:
-    """Replace the value of dotted `key` in block-style YAML text; the line's comment stays."""
-    lines = text.splitlines(keepends=True)
-    start, stop, indent = 0, len(lines), 0
-    parts = key.split(".")
-    for depth, part in enumerate(parts):
-        pattern = re.compile(rf"^ {{{indent}}}{re.escape(part)}:(?=\s|$)")
-        found = next((i for i in range(start, stop) if pattern.match(lines[i])), None)
-        if found is None:
-            raise SlrpipeError(f"params file has no key {key}")
-        if depth == len(parts) - 1:
-            match = re.match(r"^(\s*[^:]+:)([^#\n]*?)(\s+#.*)?(\n?)$", lines[found])
-            comment = match.group(3) or ""
-            lines[found] = f"{match.group(1)} {_flow(value)}{comment}{match.group(4)}"
-            return "".join(lines)
-        # Descend into the block under this key: the lines indented deeper than it.
-        start = found + 1
-        stop = next((i for i in range(start, len(lines)) if _is_content(lines[i]) and _indent(lines[i]) <= indent), len(lines))
-        inner = [lines[i] for i in range(start, stop) if _is_content(lines[i])]
-        if not inner:
-            raise SlrpipeError(f"params file has no key {key}")
-        indent = _indent(inner[0])
-    raise AssertionError("unreachable")
+def _like(old: Any, value: Any) -> Any:
+    """`value` as a node that keeps `old`'s formatting when both are lists or both mappings."""
+    if isinstance(value, dict):
+        node = old if isinstance(old, CommentedMap) else CommentedMap()
+        for key in [key for key in node if key not in value]:
+            del node[key]
+        for key, item in value.items():
+            node[key] = _like(node.get(key), item)
+        if not isinstance(old, CommentedMap):
+            node.fa.set_flow_style()  # a new mapping is written on its line, as the presets give it
+        return node
+    if isinstance(value, list):
+        node = old if isinstance(old, CommentedSeq) else CommentedSeq()
+        node[:] = [_like(None, item) for item in value]
+        if not isinstance(old, CommentedSeq):
+            node.fa.set_flow_style()
+        return node
+    return value
+
+
+def set_value(tree: CommentedMap, key: str, value: Any) -> None:
+    """Set dotted `key` (e.g. finetune.schedules.linear) of a round-trip tree; the key must exist."""
+    *parents, leaf = key.split(".")
+    node = tree
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or leaf not in node:
+        raise SlrpipeError(f"params file has no key {key}")
+    node[leaf] = _like(node[leaf], value)
+
+
+def set_values(text: str, values: dict[str, Any], source: Path = Path("params.yaml")) -> str:
+    """`text` (a params file) with dotted keys set to `values`, comments and layout kept."""
+    handler = _round_trip()
+    try:
+        tree = handler.load(text)
+    except YAMLError as error:
+        raise SlrpipeError(f"{source}: not valid YAML: {error}".replace("\n", " ")) from None
+    if not isinstance(tree, CommentedMap):
+        raise SlrpipeError(f"{source}: expected a mapping of sections at the top level")
+    for key, value in values.items():
+        set_value(tree, key, value)
+    buffer = io.StringIO()
+    handler.dump(tree, buffer)
+    return buffer.getvalue()
 
 
 def apply_preset(params_path: Path, name: str, root: Path | None) -> list[str]:
@@ -67,9 +101,9 @@ def apply_preset(params_path: Path, name: str, root: Path | None) -> list[str]:
         values["dataset.root"] = str(root)
     elif "dataset.root" not in values:
         raise SlrpipeError(f"preset {name} needs --root: the folder of the {values['dataset.source']} dataset")
-    text = params_path.read_text(encoding="utf-8")
-    for key, value in values.items():
-        text = set_value(text, key, value)
+    if not params_path.is_file():
+        raise SlrpipeError(f"{params_path}: params file not found")
+    text = set_values(params_path.read_text(encoding="utf-8"), values, params_path)
     parse_params(yaml.safe_load(text), params_path)  # the result must still be valid params
     params_path.write_text(text, encoding="utf-8")
     return sorted(values)

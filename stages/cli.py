@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from stages import evaluate, extract, finetune, predict, preprocess, pretrain, report, show
+from stages import evaluate, extract, finetune, inputs, predict, preprocess, pretrain, report, show
 from stages.common import user_errors
 
 app = typer.Typer(
@@ -15,6 +15,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="slrpipe: self-supervised sign language recognition from 2D pose. Each stage reads params.yaml.",
 )
+app.command("inputs")(inputs.inputs)
 app.command("extract")(extract.extract)
 app.command("extract-merge")(extract.extract_merge)
 app.command("preprocess")(preprocess.preprocess)

@@ -8,7 +8,7 @@ import typer
 
 from slrpipe.config import load_params
 from slrpipe.evaluate import run_evaluate
-from stages.common import ParamsOption, setup_logging, standalone, user_errors
+from stages.common import ParamsOption, ProjectPathOption, in_project, setup_logging, standalone, user_errors
 
 MODEL = Path("data/models/finetune/best.pt")
 DATASET = Path("data/preprocess/dataset.h5")
@@ -17,12 +17,15 @@ OUT_DIR = Path("reports/eval")
 
 def evaluate(
     params: Path = ParamsOption,
-    model: Path = typer.Option(MODEL, help="The finetune stage's model file."),
-    dataset: Path = typer.Option(DATASET, help="The preprocess stage's dataset file."),
-    out_dir: Path = typer.Option(OUT_DIR, help="Where scores, metrics, per-class table and confusion pairs go."),
+    model: Path | None = ProjectPathOption(MODEL, "The finetune stage's model file."),
+    dataset: Path | None = ProjectPathOption(DATASET, "The preprocess stage's dataset file."),
+    out_dir: Path | None = ProjectPathOption(OUT_DIR, "Where scores, metrics, per-class table and confusion pairs go."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Score the test split and compute P-I / P-C top-k accuracy (and fused "+R" metrics when configured)."""
+    model = in_project(params, model, MODEL)
+    dataset = in_project(params, dataset, DATASET)
+    out_dir = in_project(params, out_dir, OUT_DIR)
     setup_logging(verbose)
     with user_errors():
         result = run_evaluate(load_params(params), model, dataset, out_dir)

@@ -8,7 +8,7 @@ import typer
 
 from slrpipe.config import load_params
 from slrpipe.finetune import run_finetune
-from stages.common import ParamsOption, setup_logging, standalone, user_errors
+from stages.common import ParamsOption, ProjectPathOption, in_project, setup_logging, standalone, user_errors
 
 DATASET = Path("data/preprocess/dataset.h5")
 PRETRAINED = Path("data/models/pretrain/checkpoint.pt")
@@ -18,10 +18,10 @@ LIVE_DIR = Path("data/dvclive/finetune")
 
 def finetune(
     params: Path = ParamsOption,
-    dataset: Path = typer.Option(DATASET, help="The preprocess stage's dataset file."),
-    pretrained: Path = typer.Option(PRETRAINED, help="The pretrain stage's checkpoint (unused by protocol scratch)."),
-    out_dir: Path = typer.Option(OUT_DIR, help="Where best.pt (the model) and last.pt (for resuming) go."),
-    live_dir: Path = typer.Option(LIVE_DIR, help="dvclive metrics and plots."),
+    dataset: Path | None = ProjectPathOption(DATASET, "The preprocess stage's dataset file."),
+    pretrained: Path | None = ProjectPathOption(PRETRAINED, "The pretrain stage's checkpoint (unused by protocol scratch)."),
+    out_dir: Path | None = ProjectPathOption(OUT_DIR, "Where best.pt (the model) and last.pt (for resuming) go."),
+    live_dir: Path | None = ProjectPathOption(LIVE_DIR, "dvclive metrics and plots."),
     resume: bool = typer.Option(True, help="Continue from last.pt when it was made with the same settings, data and code."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -29,6 +29,10 @@ def finetune(
 
     Several GPUs or nodes: torchrun --nproc-per-node=N -m stages.finetune
     """
+    dataset = in_project(params, dataset, DATASET)
+    pretrained = in_project(params, pretrained, PRETRAINED)
+    out_dir = in_project(params, out_dir, OUT_DIR)
+    live_dir = in_project(params, live_dir, LIVE_DIR)
     setup_logging(verbose)
     with user_errors():
         settings = load_params(params)

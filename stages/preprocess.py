@@ -8,7 +8,7 @@ import typer
 
 from slrpipe.config import load_params
 from slrpipe.preprocess import run_preprocess
-from stages.common import ParamsOption, setup_logging, standalone, user_errors
+from stages.common import ParamsOption, ProjectPathOption, in_project, setup_logging, standalone, user_errors
 
 KEYPOINTS = Path("data/extract/keypoints.h5")
 OUT_DIR = Path("data/preprocess")
@@ -16,11 +16,13 @@ OUT_DIR = Path("data/preprocess")
 
 def preprocess(
     params: Path = ParamsOption,
-    keypoints: Path = typer.Option(KEYPOINTS, help="The extract stage's keypoints file."),
-    out_dir: Path = typer.Option(OUT_DIR, help="Where dataset.h5, label subsets and the report go."),
+    keypoints: Path | None = ProjectPathOption(KEYPOINTS, "The extract stage's keypoints file."),
+    out_dir: Path | None = ProjectPathOption(OUT_DIR, "Where dataset.h5, label subsets and the report go."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Crop and normalize hands and trunk, assign splits and semi-supervised label subsets."""
+    keypoints = in_project(params, keypoints, KEYPOINTS)
+    out_dir = in_project(params, out_dir, OUT_DIR)
     setup_logging(verbose)
     with user_errors():
         result = run_preprocess(load_params(params), keypoints, out_dir)

@@ -8,7 +8,7 @@ import typer
 
 from slrpipe.config import load_params
 from slrpipe.pretrain.train import run_pretrain
-from stages.common import ParamsOption, setup_logging, standalone, user_errors
+from stages.common import ParamsOption, ProjectPathOption, in_project, setup_logging, standalone, user_errors
 
 DATASET = Path("data/preprocess/dataset.h5")
 OUT_DIR = Path("data/models/pretrain")
@@ -17,9 +17,9 @@ LIVE_DIR = Path("data/dvclive/pretrain")
 
 def pretrain(
     params: Path = ParamsOption,
-    dataset: Path = typer.Option(DATASET, help="The preprocess stage's dataset file."),
-    out_dir: Path = typer.Option(OUT_DIR, help="Where the checkpoint goes (rewritten every epoch)."),
-    live_dir: Path = typer.Option(LIVE_DIR, help="dvclive metrics and plots."),
+    dataset: Path | None = ProjectPathOption(DATASET, "The preprocess stage's dataset file."),
+    out_dir: Path | None = ProjectPathOption(OUT_DIR, "Where the checkpoint goes (rewritten every epoch)."),
+    live_dir: Path | None = ProjectPathOption(LIVE_DIR, "dvclive metrics and plots."),
     resume: bool = typer.Option(True, help="Continue from the last checkpoint when it was made with the same settings, data and code."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -27,6 +27,9 @@ def pretrain(
 
     Several GPUs or nodes: torchrun --nproc-per-node=N -m stages.pretrain
     """
+    dataset = in_project(params, dataset, DATASET)
+    out_dir = in_project(params, out_dir, OUT_DIR)
+    live_dir = in_project(params, live_dir, LIVE_DIR)
     setup_logging(verbose)
     with user_errors():
         result = run_pretrain(load_params(params), dataset, out_dir, live_dir, resume)

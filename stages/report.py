@@ -8,7 +8,7 @@ import typer
 
 from slrpipe.config import load_params
 from slrpipe.report import run_report
-from stages.common import ParamsOption, setup_logging, standalone, user_errors
+from stages.common import ParamsOption, ProjectPathOption, in_project, setup_logging, standalone, user_errors
 
 EVAL_DIR = Path("reports/eval")
 PREPROCESS_DIR = Path("data/preprocess")
@@ -18,14 +18,18 @@ OUT_DIR = Path("reports")
 
 def report(
     params: Path = ParamsOption,
-    eval_dir: Path = typer.Option(EVAL_DIR, help="The evaluate stage's folder (metrics.json, per_class.csv, embeddings.npz)."),
-    preprocess_dir: Path = typer.Option(PREPROCESS_DIR, help="The preprocess stage's folder (preprocess_summary.json)."),
-    live_dir: Path = typer.Option(LIVE_DIR, help="The dvclive folder holding pretrain/ and finetune/ curves."),
-    out_dir: Path = typer.Option(OUT_DIR, help="Where results.md, results.csv and figures/ go."),
+    eval_dir: Path | None = ProjectPathOption(EVAL_DIR, "The evaluate stage's folder (metrics.json, per_class.csv, embeddings.npz)."),
+    preprocess_dir: Path | None = ProjectPathOption(PREPROCESS_DIR, "The preprocess stage's folder (preprocess_summary.json)."),
+    live_dir: Path | None = ProjectPathOption(LIVE_DIR, "The dvclive folder holding pretrain/ and finetune/ curves."),
+    out_dir: Path | None = ProjectPathOption(OUT_DIR, "Where results.md, results.csv and figures/ go."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Render results.md and results.csv: this run's numbers in the layout of the paper's tables,
     the published numbers beside them, a t-SNE of the test embeddings and the training curves."""
+    eval_dir = in_project(params, eval_dir, EVAL_DIR)
+    preprocess_dir = in_project(params, preprocess_dir, PREPROCESS_DIR)
+    live_dir = in_project(params, live_dir, LIVE_DIR)
+    out_dir = in_project(params, out_dir, OUT_DIR)
     setup_logging(verbose)
     with user_errors():
         live_dirs = {stage: live_dir / stage for stage in ("pretrain", "finetune")}

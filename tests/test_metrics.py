@@ -195,28 +195,52 @@ def test_read_scores_csv_missing_file(tmp_path):
         metrics.read_scores_csv(tmp_path / "nope.csv")
 
 
-# Two classes; logits chosen so the softmax is exact: softmax([0, log 3]) = [1/4, 3/4].
+# Late fusion, two classes. Ours are probabilities (the evaluate stage's softmax output); the
+# other model gives logits chosen so that their softmax is exact: softmax([0, log 3]) = [1/4, 3/4].
 L3 = math.log(3)
 OUR_IDS = ["a", "b", "c"]
-OUR = np.array([[0, 0], [L3, 0], [0, L3]])           # probabilities [.5 .5], [.75 .25], [.25 .75]
+OUR = np.array([[0.9, 0.1], [0.3, 0.7], [0.55, 0.45]])
 OTHER_IDS = ["c", "a", "b"]                          # another order
-OTHER = np.array([[L3, 0], [0, L3], [5, 5]])         # c [.75 .25], a [.25 .75], b [.5 .5]
+OTHER = np.array([[5, 5], [0, L3], [L3, 0]])         # c [.5 .5], a [.25 .75], b [.75 .25]
+OTHER_PROBABILITIES = np.array([[0.5, 0.5], [0.25, 0.75], [0.75, 0.25]])
+# By hand, ours + the other's probabilities:
+#   a: [0.9 + 0.25, 0.1 + 0.75] = [1.15, 0.85]   b: [0.3 + 0.75, 0.7 + 0.25] = [1.05, 0.95]
+#   c: [0.55 + 0.5, 0.45 + 0.5] = [1.05, 0.95]
+FUSED = [[1.15, 0.85], [1.05, 0.95], [1.05, 0.95]]
 
 
-def test_fuse_matches_by_sample_id():
+def test_fuse_adds_our_probabilities_as_they_are():
     fused = metrics.fuse(OUR_IDS, OUR, OTHER_IDS, OTHER)
-    np.testing.assert_allclose(fused, [[0.75, 1.25], [1.25, 0.75], [1.0, 1.0]])
-    raw = metrics.fuse(OUR_IDS, OUR, OTHER_IDS, OTHER, normalize="none")
-    np.testing.assert_allclose(raw, [[0, L3], [L3 + 5, 5], [L3, L3]])
+    np.testing.assert_allclose(fused, FUSED)
+    # Sample a is where a second softmax of our probabilities went wrong: softmax([0.9, 0.1]) =
+    # [0.69, 0.31], plus [0.25, 0.75] = [0.94, 1.06] would follow the other model to class 1.
+    assert fused[0].argmax() == 0
+    np.testing.assert_allclose(metrics.fuse(OUR_IDS, OUR, OTHER_IDS, OTHER_PROBABILITIES, normalize="none"), FUSED)
+
+
+def test_fused_accuracy_beats_either_model_on_a_hand_built_case():
+    labels = np.array([0, 0, 1])  # a, b, c
+    # Ours alone: a -> 0 right, b -> 1 wrong, c -> 0 wrong. Other alone: a -> 1 wrong,
+    # b -> 0 right, c tie -> 0 wrong. Fused (FUSED): a -> 0 right, b -> 0 right, c -> 0 wrong.
+    assert metrics.per_instance_accuracy(OUR, labels, 1) == pytest.approx(1 / 3)
+    assert metrics.per_instance_accuracy(metrics.fuse(OUR_IDS, OUR, OTHER_IDS, OTHER), labels, 1) == pytest.approx(2 / 3)
 
 
 def test_fuse_through_csv_files(tmp_path):
     ours, theirs = tmp_path / "ours.csv", tmp_path / "rgb.csv"
-    metrics.write_scores_csv(ours, OUR_IDS, [1, 0, 1], OUR, ["yes", "no"])
+    metrics.write_scores_csv(ours, OUR_IDS, [0, 0, 1], OUR, ["yes", "no"])
     metrics.write_scores_csv(theirs, OTHER_IDS, None, OTHER, ["yes", "no"])
     fused = metrics.fuse(*metrics.read_scores_csv(ours), *metrics.read_scores_csv(theirs, glosses=["yes", "no"]))
-    # Fused top-1: a -> 1 (right), b -> 0 (right), c tie -> 0 (wrong, label 1).
-    assert metrics.per_instance_accuracy(fused, np.array([1, 0, 1]), 1) == pytest.approx(2 / 3)
+    np.testing.assert_allclose(fused, FUSED)
+
+
+def test_fuse_refuses_scores_of_the_wrong_kind():
+    with pytest.raises(SlrpipeError, match="our scores of sample 'b' are not probabilities"):
+        metrics.fuse(OUR_IDS, np.array([[0.5, 0.5], [0, L3], [0.5, 0.5]]), OTHER_IDS, OTHER)
+    with pytest.raises(SlrpipeError, match="probabilities already .* set evaluate.fusion_normalize: none"):
+        metrics.fuse(OUR_IDS, OUR, OTHER_IDS, OTHER_PROBABILITIES)
+    with pytest.raises(SlrpipeError, match="the other model's scores of sample 'a' are not probabilities .*softmax"):
+        metrics.fuse(OUR_IDS, OUR, OTHER_IDS, OTHER, normalize="none")
 
 
 def test_fuse_errors():

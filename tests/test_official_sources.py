@@ -15,12 +15,12 @@ import pytest
 from slrpipe.errors import SlrpipeError
 from slrpipe.manifest import KIND_VIDEO, ManifestRow, Problem
 from slrpipe.sources.official import (
-    nmfs_csl_subset,
     read_msasl,
     read_nmfs_csl,
     read_slr500,
     read_wlasl,
 )
+from slrpipe.subsets import nmfs_csl_subset
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
 

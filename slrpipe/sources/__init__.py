@@ -1,10 +1,33 @@
-"""Dataset sources: every kind of dataset becomes the same manifest."""
+"""Dataset sources: every kind of dataset becomes the same manifest.
+
+Paths in the manifest are relative to the dataset folder (`dataset_folder`), so the manifest,
+and every output that copies its paths, is the same on every clone of the project; a path the
+user gave outside that folder (an absolute path in a manifest CSV) is kept as given.
+"""
 
 from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
 
 from slrpipe.config import DatasetParams
 from slrpipe.manifest import KIND_MMPOSE_JSON, KIND_VIDEO, Manifest, finalize
 from slrpipe.sources import local, official
+
+
+def dataset_folder(dataset: DatasetParams) -> Path:
+    """The folder manifest paths are relative to: the root, or for a `manifest` source the CSV's folder."""
+    return dataset.root.parent if dataset.source == "manifest" else dataset.root
+
+
+def relative_path(path: str, folder: Path) -> str:
+    """`path` relative to `folder` when it lies in it (lexically: a symlink keeps its name), else as given."""
+    if not path:
+        return path
+    try:
+        return Path(path).absolute().relative_to(folder.absolute()).as_posix()
+    except ValueError:
+        return path
 
 
 def build_manifest(dataset: DatasetParams) -> Manifest:
@@ -25,4 +48,7 @@ def build_manifest(dataset: DatasetParams) -> Manifest:
         rows, problems = local.read_mp_data(root)
     else:  # "manifest": the config's Literal admits nothing else
         rows, problems = local.read_manifest_csv_source(root)
+    folder = dataset_folder(dataset)
+    rows = [replace(row, path=relative_path(row.path, folder)) for row in rows]
+    problems = [replace(problem, path=relative_path(problem.path, folder)) for problem in problems]
     return finalize(rows, problems)

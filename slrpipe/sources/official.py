@@ -47,7 +47,7 @@ recognition", arXiv 2008.10428)
     "<class>/<video> <label>" and traintestlist/testlist01.txt with lines "<class>/<video>",
     the class id being the integer value of the class folder. The same feeder treats labels
     below 610 as one recording block (1000x720 frames) and the rest as another (540x540), which
-    matches 610 confusing words first: `nmfs_csl_subset` maps a class to its subset by that
+    matches 610 confusing words first: `slrpipe.subsets.nmfs_csl_subset` maps a class to its subset by that
     boundary. This is an inference, not a published table; rows cannot carry the subset (the
     manifest has no column for it). The release is consumed as JPEG frame folders
     (jpg_video/<class>/<video>/image_00001.jpg in FangyunWei/SLRT NLA-SLR/dataset/
@@ -97,7 +97,6 @@ MSASL_TEMPLATE_FIELDS = (
 NMFS_CSL_LISTS = {"train": "traintestlist/trainlist01.txt", "test": "traintestlist/testlist01.txt"}
 NMFS_CSL_VIDEO_DIR = "videos"
 NMFS_CSL_FRAMES_DIR = "jpg_video"
-NMFS_CSL_CONFUSING_CLASSES = 610  # classes 0-609 confusing, 610-1066 normal (inferred, see above)
 
 SLR500_SIGNERS = range(1, 51)
 SLR500_TRAIN_SIGNERS = range(1, 37)
@@ -316,11 +315,6 @@ def read_msasl(root: Path, num_classes: int | None = None,
 
 
 # --- NMFs-CSL -------------------------------------------------------------------------------
-
-
-def nmfs_csl_subset(gloss: str) -> str:
-    """The NMFs-CSL subset, confusing or normal, of a class id (a row's gloss); see the module notes."""
-    return "confusing" if int(gloss) < NMFS_CSL_CONFUSING_CLASSES else "normal"
 
 
 def _read_split_list(path: Path) -> list[tuple[int, str, int | None]]:
