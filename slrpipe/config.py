@@ -87,8 +87,9 @@ class PreprocessParams(Section):
     # hand encoder. The authors' code does; the paper does not say so.
     mirror_left_hand: bool = False
     max_frames: int = Field(default=150, ge=1)
-    # Used when the dataset has no official split: `random` (class-stratified) or `signer`
-    # (no signer in two splits).
+    # How samples without an official split are split: `random` (class-stratified) or `signer`
+    # (no signer in two splits). Samples marked test or val keep their split; a dataset with
+    # train and test only gets val_fraction of its train samples as validation.
     split: Literal["random", "signer"] = "signer"
     val_fraction: float = Field(default=0.2, ge=0, lt=1)
     test_fraction: float = Field(default=0.2, ge=0, lt=1)

@@ -679,13 +679,17 @@ def _relative(path: Path) -> str:
 
 def _split_text(params: Params) -> str:
     p = params.preprocess
-    if params.dataset.source in ("wlasl", "msasl", "nmfs_csl", "slr500"):
-        return "the dataset's official split"
     how = ("by signer (no signer in two splits)" if p.split == "signer" else "random, class-stratified")
+    if params.dataset.source in ("wlasl", "msasl"):
+        return "the dataset's official split"
+    if params.dataset.source in ("nmfs_csl", "slr500"):  # official train and test only
+        return (f"the dataset's official train/test split; validation: {p.val_fraction:.0%} of the training samples, "
+                f"drawn {how}, seed {p.seed} (`preprocess.split: {p.split}`)")
     text = (f"seeded split {how}, seed {p.seed}, validation {p.val_fraction:.0%}, test {p.test_fraction:.0%}"
             f" (`preprocess.split: {p.split}`)")
     if params.dataset.source == "manifest":
-        text += "; the manifest's own split column takes precedence when it is filled"
+        text += ("; rows the manifest marks test or val keep their split, rows marked train become train or "
+                 "validation (validation only when the manifest marks none)")
     return text
 
 

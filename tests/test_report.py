@@ -223,6 +223,7 @@ def test_nmfs_csl_subsets_in_table_three(tmp_path):
                           "per_class": {"top1": 0.95, "top2": 0.97, "top5": 0.99}}}
     path, text = render(tmp_path, make_params(tmp_path, "nmfs_csl", None), metrics=metrics)
     assert "Table III" in text and "Confusing top-1" in text
+    assert "official train/test split; validation: 20% of the training samples, drawn by signer" in text
     assert "| this run | finetune | 70.00 | 80.00 | 90.00 | 50.00 | 70.00 | 85.00 | 95.00 | 97.00 | 99.00 |" in text
     assert "| paper, Table III | Ours | 75.6 | 92.1 | 97.9 | 59.4 | 86.7 | 96.4 | 97.3 | 99.2 | 99.6 |" in text
     assert "| paper, Table III | BEST | 68.5 | – | 94.4 |" in text  # the paper leaves BEST's top-2 blank
