@@ -8,7 +8,7 @@ the key (`params.yaml: extract.batch_size: Input should be greater than 0`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -16,6 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from slrpipe.errors import ParamsError
 
 DEFAULT_PARAMS = Path("params.yaml")
+
+# Torch threads of a training process: `auto` = the cores it may use (its share under torchrun)
+# minus its loader workers, at least 1 (OMP_NUM_THREADS, when set, wins); or a number.
+Threads = Literal["auto"] | Annotated[int, Field(ge=1, strict=True)]
 
 SourceKind = Literal["wlasl", "msasl", "nmfs_csl", "slr500", "video_folder", "mp_data", "mmpose_json", "manifest"]
 
@@ -215,6 +219,7 @@ class PretrainParams(Section):
     lr_gamma: float = Field(default=0.1, gt=0)
     seed: int = 0
     num_workers: int = Field(default=2, ge=0)
+    threads: Threads = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = True  # autocast on GPU
     # kNN accuracy of the query encoders' features on the validation split, every few epochs.
@@ -254,6 +259,7 @@ class FinetuneParams(Section):
     augment: bool = True  # one randomly augmented view per sample while training
     seed: int = 0
     num_workers: int = Field(default=2, ge=0)
+    threads: Threads = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = True
 
