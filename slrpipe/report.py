@@ -145,9 +145,10 @@ def _read_json(path: Path, stage: str) -> dict:
 
 
 def read_metrics(path: Path) -> dict:
-    metrics = _read_json(path, "evaluate")
-    if not isinstance(metrics.get("per_instance"), dict) or "top1" not in metrics["per_instance"]:
-        raise SlrpipeError(f"{path} has no per_instance/top1 accuracy: rerun `dvc repro evaluate`")
+    """The evaluate stage's test-split metrics (the "test" part of metrics.json)."""
+    metrics = _read_json(path, "evaluate").get("test")
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("per_instance"), dict) or "top1" not in metrics["per_instance"]:
+        raise SlrpipeError(f"{path} has no test/per_instance/top1 accuracy: rerun `dvc repro evaluate`")
     return metrics
 
 

@@ -32,7 +32,7 @@ def write_eval(folder: Path, metrics: dict | None = None, branches: tuple[str, .
     rng = np.random.default_rng(1)
     labels = np.arange(samples) % classes
     metrics = {**(METRICS if metrics is None else metrics), "samples": samples}
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (folder / "metrics.json").write_text(json.dumps({"test": metrics}, indent=2))
     with (folder / "per_class.csv").open("w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["label", "gloss", "samples", "top1", "top5"])
@@ -262,6 +262,13 @@ def test_no_curves_at_all(tmp_path):
 def test_missing_metrics_is_one_line_error(tmp_path):
     with pytest.raises(SlrpipeError, match=r"metrics.json not found: run `dvc repro evaluate`"):
         run_report(make_params(tmp_path), tmp_path / "nothing", write_preprocess(tmp_path / "pre"), {}, tmp_path / "out")
+
+
+def test_metrics_without_the_split_name_ask_for_a_rerun(tmp_path):
+    eval_dir = write_eval(tmp_path / "eval")
+    (eval_dir / "metrics.json").write_text(json.dumps({**METRICS, "samples": 60}))  # written before names had the split
+    with pytest.raises(SlrpipeError, match=r"has no test/per_instance/top1 accuracy: rerun `dvc repro evaluate`"):
+        run_report(make_params(tmp_path), eval_dir, write_preprocess(tmp_path / "pre"), {}, tmp_path / "out")
 
 
 def test_perplexity_fits_small_test_sets():
