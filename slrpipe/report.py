@@ -704,10 +704,15 @@ def _missing_why(params: Params, inputs: Inputs) -> dict[str, str]:
     return why
 
 
-def _schedule(lr: float, gamma: float, steps: Sequence[int]) -> str:
-    if not steps:
-        return f"{lr:g} (constant)"
-    return f"{lr:g} (x{gamma:g} after epoch{'s' if len(steps) > 1 else ''} {', '.join(str(m) for m in steps)})"
+def _schedule(lr: float, gamma: float, steps: Sequence[int], epochs: int) -> str:
+    """The lr schedule as it ran: a MultiStepLR milestone at or past the last epoch never fires."""
+    taken = [m for m in steps if m < epochs]
+    unreached = [m for m in steps if m >= epochs]
+    text = (f"{lr:g} (x{gamma:g} after epoch{'s' if len(taken) > 1 else ''} {', '.join(str(m) for m in taken)}"
+            if taken else f"{lr:g} (constant")
+    if unreached:
+        text += f"; lr_steps {', '.join(str(m) for m in unreached)} not reached in {epochs} epochs"
+    return text + ")"
 
 
 def _what_was_run(params: Params, inputs: Inputs) -> list[str]:
@@ -739,9 +744,9 @@ def _what_was_run(params: Params, inputs: Inputs) -> list[str]:
                    f"{pre.epochs} epochs, branches {pre.branches}, parts {pre.parts}, consistency "
                    f"{'on' if pre.use_consistency else 'off'}, knowledge transfer {'on' if pre.use_knowledge_transfer else 'off'}, "
                    f"lambda_J {pre.lambda_joint:g}, lambda_M {pre.lambda_motion:g}, batch {pre.batch_size}, "
-                   f"lr {_schedule(pre.lr, pre.lr_gamma, pre.lr_steps)}")
-    finetuning = (f"{f.schedule.epochs} epochs, lr {_schedule(f.lr, f.lr_gamma, f.schedule.lr_steps)}, batch {f.batch_size}, "
-                  f"branch logits combined by {f.combine}")
+                   f"lr {_schedule(pre.lr, pre.lr_gamma, pre.lr_steps, pre.epochs)}")
+    finetuning = (f"{f.schedule.epochs} epochs, lr {_schedule(f.lr, f.lr_gamma, f.schedule.lr_steps, f.schedule.epochs)}, "
+                  f"batch {f.batch_size}, branch logits combined by {f.combine}")
     ks = ", ".join(f"top-{k}" for k in _ks(inputs.metrics))
     lines = [
         "| | |",
@@ -773,12 +778,15 @@ def _per_class_section(rows: list[dict], link: str) -> list[str]:
     best = sorted(rows, key=lambda r: (-r["top1"], -r["samples"], r["gloss"]))
     if len(rows) <= 10:
         return [f"All {len(rows)} test classes, best first:", "", markdown_table(header, [line(r) for r in best], 2)]
-    worst = sorted(rows, key=lambda r: (r["top1"], -r["samples"], r["gloss"]))
+    # Both orders put the better-tested class first among equal accuracies, so with many ties the
+    # same classes would top both lists: the worst are picked from the classes not shown as best.
+    best = best[:5]
+    worst = [r for r in sorted(rows, key=lambda r: (r["top1"], -r["samples"], r["gloss"])) if r not in best]
     perfect = sum(r["top1"] == 1.0 for r in rows)
     zero = sum(r["top1"] == 0.0 for r in rows)
     return [(f"{len(rows)} test classes; {perfect} recognized perfectly (top-1 100 %), {zero} never (top-1 0 %). "
             f"Ties are broken by the number of test samples. All classes: [{Path(link).name}]({link})."), "",
-            "Best 5 classes:", "", markdown_table(header, [line(r) for r in best[:5]], 2), "",
+            "Best 5 classes:", "", markdown_table(header, [line(r) for r in best], 2), "",
             "Worst 5 classes:", "", markdown_table(header, [line(r) for r in worst[:5]], 2)]
 
 

@@ -299,3 +299,31 @@ def test_stage_command(tmp_path):
                                                 "--out-dir", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "results.md").is_file() and (tmp_path / "out" / "results.csv").is_file()
+
+
+def _table_glosses(lines: list[str], title: str) -> list[str]:
+    table = lines[lines.index(title) + 2]
+    return [row.split(" | ")[0].lstrip("| ") for row in table.splitlines()[2:]]
+
+
+@pytest.mark.parametrize("classes", [11, 12, 14])
+def test_best_and_worst_classes_never_overlap(classes):
+    from slrpipe.report import _per_class_section
+
+    # Mostly perfect classes: ties everywhere, broken by the number of test samples.
+    rows = [{"label": i, "gloss": f"g{i}", "samples": 3 if i < classes - 2 else 2, "top1": 1.0 if i < classes - 2 else 0.0}
+            for i in range(classes)]
+    lines = _per_class_section(rows, "eval/per_class.csv")
+    best, worst = _table_glosses(lines, "Best 5 classes:"), _table_glosses(lines, "Worst 5 classes:")
+    assert len(best) == 5 and len(worst) == 5
+    assert not set(best) & set(worst)
+    assert set(worst[:2]) == {f"g{classes - 2}", f"g{classes - 1}"}  # the two never recognized come first
+
+
+def test_schedule_describes_only_the_lr_drops_that_happened():
+    from slrpipe.report import _schedule
+
+    assert _schedule(0.01, 0.1, (20,), 30) == "0.01 (x0.1 after epoch 20)"
+    assert _schedule(0.01, 0.1, (20,), 20) == "0.01 (constant; lr_steps 20 not reached in 20 epochs)"
+    assert _schedule(0.01, 0.1, (10, 40), 30) == "0.01 (x0.1 after epoch 10; lr_steps 40 not reached in 30 epochs)"
+    assert _schedule(0.01, 0.1, (), 30) == "0.01 (constant)"
