@@ -147,7 +147,8 @@ def _read_json(path: Path, stage: str) -> dict:
 def read_metrics(path: Path) -> dict:
     """The evaluate stage's test-split metrics (the "test" part of metrics.json)."""
     metrics = _read_json(path, "evaluate").get("test")
-    if not isinstance(metrics, dict) or not isinstance(metrics.get("per_instance"), dict) or "top1" not in metrics["per_instance"]:
+    top = metrics.get("per_instance") if isinstance(metrics, dict) else None
+    if not isinstance(top, dict) or "top1" not in top:
         raise SlrpipeError(f"{path} has no test/per_instance/top1 accuracy: rerun `dvc repro evaluate`")
     return metrics
 

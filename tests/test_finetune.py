@@ -103,7 +103,8 @@ def test_evaluate_writes_scores_metrics_and_fuses_by_id(ksl_dataset, pretrained,
     metrics = json.loads((out / "metrics.json").read_text())
     assert list(metrics) == ["test"]  # every metric is named by the split it was measured on
     assert len(ids) == result.samples == metrics["test"]["samples"]
-    assert set(metrics["test"]["per_instance"]) == {"top1"} and set(metrics["test"]["per_class"]) == {"top1"}  # 4 classes: no top-5
+    # 4 classes: no top-5
+    assert set(metrics["test"]["per_instance"]) == {"top1"} and set(metrics["test"]["per_class"]) == {"top1"}
     assert set(result.metrics) == {"test/per_instance/top1", "test/per_class/top1"}
     lines = (out / "confusion.csv").read_text().splitlines()
     assert lines[0] == "actual,predicted" and len(lines) == len(ids) + 1
