@@ -8,7 +8,7 @@ the key (`params.yaml: extract.batch_size: Input should be greater than 0`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -16,6 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from slrpipe.errors import ParamsError
 
 DEFAULT_PARAMS = Path("params.yaml")
+
+# Torch threads of a training process: `auto` = the cores it may use (its share under torchrun)
+# minus its loader workers, at least 1 (OMP_NUM_THREADS, when set, wins); or a number.
+Threads = Literal["auto"] | Annotated[int, Field(ge=1, strict=True)]
 
 SourceKind = Literal["wlasl", "msasl", "nmfs_csl", "slr500", "video_folder", "mp_data", "mmpose_json", "manifest"]
 
@@ -89,8 +93,9 @@ class PreprocessParams(Section):
     # hand encoder. The authors' code does; the paper does not say so.
     mirror_left_hand: bool = False
     max_frames: int = Field(default=150, ge=1)
-    # Used when the dataset has no official split: `random` (class-stratified) or `signer`
-    # (no signer in two splits).
+    # How samples without an official split are split: `random` (class-stratified) or `signer`
+    # (no signer in two splits). Samples marked test or val keep their split; a dataset with
+    # train and test only gets val_fraction of its train samples as validation.
     split: Literal["random", "signer"] = "signer"
     val_fraction: float = Field(default=0.2, ge=0, lt=1)
     test_fraction: float = Field(default=0.2, ge=0, lt=1)
@@ -216,6 +221,7 @@ class PretrainParams(Section):
     lr_gamma: float = Field(default=0.1, gt=0)
     seed: int = 0
     num_workers: int = Field(default=2, ge=0)
+    threads: Threads = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = True  # autocast on GPU
     # kNN accuracy of the query encoders' features on the validation split, every few epochs.
@@ -255,6 +261,7 @@ class FinetuneParams(Section):
     augment: bool = True  # one randomly augmented view per sample while training
     seed: int = 0
     num_workers: int = Field(default=2, ge=0)
+    threads: Threads = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = True
 

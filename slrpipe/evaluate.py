@@ -27,11 +27,14 @@ METRICS_FILE = "metrics.json"
 PER_CLASS_FILE = "per_class.csv"
 CONFUSION_FILE = "confusion.csv"
 EMBEDDINGS_FILE = "embeddings.npz"
+# Every metric this stage writes was measured on the test split, and its name says so:
+# "test/per_instance/top1", shown by `dvc exp show` as test.per_instance.top1.
+SPLIT = "test"
 
 
 @dataclass
 class EvaluateResult:
-    metrics: dict[str, float]
+    metrics: dict[str, float]  # "test/per_instance/top1" -> value
     samples: int
 
 
@@ -76,10 +79,13 @@ def run_evaluate(params: Params, model_path: Path, dataset_path: Path, out_dir: 
         other_ids, other_scores = read_scores_csv(settings.fusion_scores, glosses)
         fused = fuse(test.sample_ids, scores, other_ids, other_scores, settings.fusion_normalize)
         metrics.update({f"fused/{k}": v for k, v in evaluate(fused, labels, ks).items()})
+    metrics = {f"{SPLIT}/{name}": value for name, value in metrics.items()}
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_scores_csv(out_dir / SCORES_FILE, test.sample_ids, labels, scores, glosses)
-    write_json(out_dir / METRICS_FILE, {**nested(metrics), "samples": len(test)})
+    tree = nested(metrics)
+    tree[SPLIT]["samples"] = len(test)
+    write_json(out_dir / METRICS_FILE, tree)
     _write_per_class(out_dir / PER_CLASS_FILE, scores, labels, ks, glosses)
     _write_confusion(out_dir / CONFUSION_FILE, scores, labels, glosses)
     np.savez(out_dir / EMBEDDINGS_FILE, labels=labels, sample_ids=np.array(test.sample_ids), **features)

@@ -128,7 +128,7 @@ def _set_mode(model: SignClassifier, linear: bool) -> None:
 
 def run_finetune(params: Params, dataset_path: Path, pretrained: Path, out_dir: Path, live_dir: Path | None,
                  resume: bool = True) -> FinetuneResult:
-    runtime = start(params.finetune.device)
+    runtime = start(params.finetune.device, params.finetune.threads, params.finetune.num_workers)
     try:
         return _train(params, dataset_path, pretrained, out_dir, live_dir, resume, runtime)
     finally:

@@ -145,9 +145,11 @@ def _read_json(path: Path, stage: str) -> dict:
 
 
 def read_metrics(path: Path) -> dict:
-    metrics = _read_json(path, "evaluate")
-    if not isinstance(metrics.get("per_instance"), dict) or "top1" not in metrics["per_instance"]:
-        raise SlrpipeError(f"{path} has no per_instance/top1 accuracy: rerun `dvc repro evaluate`")
+    """The evaluate stage's test-split metrics (the "test" part of metrics.json)."""
+    metrics = _read_json(path, "evaluate").get("test")
+    top = metrics.get("per_instance") if isinstance(metrics, dict) else None
+    if not isinstance(top, dict) or "top1" not in top:
+        raise SlrpipeError(f"{path} has no test/per_instance/top1 accuracy: rerun `dvc repro evaluate`")
     return metrics
 
 
@@ -679,13 +681,17 @@ def _relative(path: Path) -> str:
 
 def _split_text(params: Params) -> str:
     p = params.preprocess
-    if params.dataset.source in ("wlasl", "msasl", "nmfs_csl", "slr500"):
-        return "the dataset's official split"
     how = ("by signer (no signer in two splits)" if p.split == "signer" else "random, class-stratified")
+    if params.dataset.source in ("wlasl", "msasl"):
+        return "the dataset's official split"
+    if params.dataset.source in ("nmfs_csl", "slr500"):  # official train and test only
+        return (f"the dataset's official train/test split; validation: {p.val_fraction:.0%} of the training samples, "
+                f"drawn {how}, seed {p.seed} (`preprocess.split: {p.split}`)")
     text = (f"seeded split {how}, seed {p.seed}, validation {p.val_fraction:.0%}, test {p.test_fraction:.0%}"
             f" (`preprocess.split: {p.split}`)")
     if params.dataset.source == "manifest":
-        text += "; the manifest's own split column takes precedence when it is filled"
+        text += ("; rows the manifest marks test or val keep their split, rows marked train become train or "
+                 "validation (validation only when the manifest marks none)")
     return text
 
 
@@ -699,10 +705,15 @@ def _missing_why(params: Params, inputs: Inputs) -> dict[str, str]:
     return why
 
 
-def _schedule(lr: float, gamma: float, steps: Sequence[int]) -> str:
-    if not steps:
-        return f"{lr:g} (constant)"
-    return f"{lr:g} (x{gamma:g} after epoch{'s' if len(steps) > 1 else ''} {', '.join(str(m) for m in steps)})"
+def _schedule(lr: float, gamma: float, steps: Sequence[int], epochs: int) -> str:
+    """The lr schedule as it ran: a MultiStepLR milestone at or past the last epoch never fires."""
+    taken = [m for m in steps if m < epochs]
+    unreached = [m for m in steps if m >= epochs]
+    text = (f"{lr:g} (x{gamma:g} after epoch{'s' if len(taken) > 1 else ''} {', '.join(str(m) for m in taken)}"
+            if taken else f"{lr:g} (constant")
+    if unreached:
+        text += f"; lr_steps {', '.join(str(m) for m in unreached)} not reached in {epochs} epochs"
+    return text + ")"
 
 
 def _what_was_run(params: Params, inputs: Inputs) -> list[str]:
@@ -734,9 +745,9 @@ def _what_was_run(params: Params, inputs: Inputs) -> list[str]:
                    f"{pre.epochs} epochs, branches {pre.branches}, parts {pre.parts}, consistency "
                    f"{'on' if pre.use_consistency else 'off'}, knowledge transfer {'on' if pre.use_knowledge_transfer else 'off'}, "
                    f"lambda_J {pre.lambda_joint:g}, lambda_M {pre.lambda_motion:g}, batch {pre.batch_size}, "
-                   f"lr {_schedule(pre.lr, pre.lr_gamma, pre.lr_steps)}")
-    finetuning = (f"{f.schedule.epochs} epochs, lr {_schedule(f.lr, f.lr_gamma, f.schedule.lr_steps)}, batch {f.batch_size}, "
-                  f"branch logits combined by {f.combine}")
+                   f"lr {_schedule(pre.lr, pre.lr_gamma, pre.lr_steps, pre.epochs)}")
+    finetuning = (f"{f.schedule.epochs} epochs, lr {_schedule(f.lr, f.lr_gamma, f.schedule.lr_steps, f.schedule.epochs)}, "
+                  f"batch {f.batch_size}, branch logits combined by {f.combine}")
     ks = ", ".join(f"top-{k}" for k in _ks(inputs.metrics))
     lines = [
         "| | |",
@@ -768,12 +779,15 @@ def _per_class_section(rows: list[dict], link: str) -> list[str]:
     best = sorted(rows, key=lambda r: (-r["top1"], -r["samples"], r["gloss"]))
     if len(rows) <= 10:
         return [f"All {len(rows)} test classes, best first:", "", markdown_table(header, [line(r) for r in best], 2)]
-    worst = sorted(rows, key=lambda r: (r["top1"], -r["samples"], r["gloss"]))
+    # Both orders put the better-tested class first among equal accuracies, so with many ties the
+    # same classes would top both lists: the worst are picked from the classes not shown as best.
+    best = best[:5]
+    worst = [r for r in sorted(rows, key=lambda r: (r["top1"], -r["samples"], r["gloss"])) if r not in best]
     perfect = sum(r["top1"] == 1.0 for r in rows)
     zero = sum(r["top1"] == 0.0 for r in rows)
     return [(f"{len(rows)} test classes; {perfect} recognized perfectly (top-1 100 %), {zero} never (top-1 0 %). "
             f"Ties are broken by the number of test samples. All classes: [{Path(link).name}]({link})."), "",
-            "Best 5 classes:", "", markdown_table(header, [line(r) for r in best[:5]], 2), "",
+            "Best 5 classes:", "", markdown_table(header, [line(r) for r in best], 2), "",
             "Worst 5 classes:", "", markdown_table(header, [line(r) for r in worst[:5]], 2)]
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,12 +19,15 @@ import torch.distributed as dist
 
 from slrpipe.errors import SlrpipeError
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Runtime:
     device: torch.device
     rank: int = 0
     world_size: int = 1
+    threads_before: int | None = None  # torch's intra-op threads before `start` set them; `stop` restores them
 
     @property
     def is_main(self) -> bool:
@@ -41,23 +46,60 @@ def resolve_device(setting: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
-def start(device_setting: str) -> Runtime:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1), else run alone."""
+def available_cores() -> int:
+    """The CPU cores this process may run on (a container's or taskset's limit, not the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def choose_threads(setting: int | str, num_workers: int, cores: int | None = None,
+                   environ: Mapping[str, str] = os.environ) -> int:
+    """Torch intra-op threads for one training process.
+
+    `auto`: the cores left to this process (its share when torchrun starts several on the
+    machine) after its loader workers, at least 1, since threads that outnumber the cores
+    spin against each other and the workers. An OMP_NUM_THREADS set by the user (or by
+    torchrun) wins over the guess. Loader workers need nothing here: PyTorch already runs each
+    with one thread.
+    """
+    if setting != "auto":
+        return int(setting)
+    if environ.get("OMP_NUM_THREADS", "").isdigit() and int(environ["OMP_NUM_THREADS"]) > 0:
+        return int(environ["OMP_NUM_THREADS"])
+    processes = max(1, int(environ.get("LOCAL_WORLD_SIZE", "1")))
+    cores = available_cores() if cores is None else cores
+    return max(1, cores // processes - num_workers)
+
+
+def start(device_setting: str, threads: int | str | None = None, num_workers: int = 0) -> Runtime:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1), else run alone; then
+    set torch's threads from `threads` (None: leave them)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
-        return Runtime(resolve_device(device_setting))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_setting, local_rank)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Runtime(device, dist.get_rank(), dist.get_world_size())
+        device, rank = resolve_device(device_setting), 0
+    else:
+        device = resolve_device(device_setting, int(os.environ.get("LOCAL_RANK", "0")))
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+    threads_before = None
+    if threads is not None:
+        threads_before = torch.get_num_threads()
+        torch.set_num_threads(choose_threads(threads, num_workers))
+        log.info("torch threads: %d (threads: %s, %d cores, %d loader workers)",
+                 torch.get_num_threads(), threads, available_cores(), num_workers)
+    return Runtime(device, rank, world_size, threads_before)
 
 
 def stop(runtime: Runtime) -> None:
     if runtime.distributed and dist.is_initialized():
         dist.destroy_process_group()
+    if runtime.threads_before is not None:  # a caller in the same process (a test, a notebook) gets its threads back
+        torch.set_num_threads(runtime.threads_before)
 
 
 def code_digest(*modules: str) -> str:

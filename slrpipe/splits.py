@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -10,6 +11,8 @@ import numpy as np
 
 from slrpipe.errors import SlrpipeError
 from slrpipe.manifest import SPLITS
+
+log = logging.getLogger(__name__)
 
 
 def _by_class(indices: Sequence[int], labels: Sequence[int]) -> dict[int, list[int]]:
@@ -28,57 +31,74 @@ def assign_splits(
     test_fraction: float,
     seed: int,
 ) -> list[str]:
-    """One split name per sample: the official split when the dataset has one, else a seeded split.
+    """One split name per sample: the dataset's own split where it gives one, the rest seeded.
 
-    `random` splits each class separately (every class keeps the same proportions);
-    `signer` puts all samples of a signer into one split, filling test first, then val,
-    in a seeded order of signers, until each holds its fraction of the samples.
+    A sample the dataset marks test or val keeps that split, and one marked train never
+    becomes test. What is drawn: `test_fraction` of the unmarked samples go to test, and
+    `val_fraction` of the val candidates go to val. The val candidates are the unmarked
+    samples, plus those marked train when the dataset has no val split at all, so a
+    train/test-only dataset gets its validation split carved out of train.
+
+    `random` draws per class (every class keeps the same proportions); `signer` puts all
+    candidates of a signer into one split, filling test first, then val, in a seeded order
+    of signers. When only train samples are to be split and some have no signer, `signer`
+    falls back to `random` with a warning (an official train/test split whose signers are
+    unknown still gets a validation split).
     """
-    count = len(labels)
-    given = sum(1 for split in official if split)
-    if given == count:
-        unknown = sorted({split for split in official} - set(SPLITS))
-        if unknown:
-            raise SlrpipeError(f"unknown split name(s) {unknown} in the dataset (expected {', '.join(SPLITS)})")
-        return list(official)
-    if given:
-        raise SlrpipeError(f"{given} of {count} samples have an official split and the others none: give every sample a split, or none")
+    unknown = sorted({split for split in official if split} - set(SPLITS))
+    if unknown:
+        raise SlrpipeError(f"unknown split name(s) {unknown} in the dataset (expected {', '.join(SPLITS)})")
+    unmarked = {index for index, split in enumerate(official) if not split}
+    has_val = "val" in official
+    candidates = sorted(index for index, split in enumerate(official) if not split or (split == "train" and not has_val))
+    splits = [split or "train" for split in official]
+    if not unmarked and (not candidates or val_fraction == 0):
+        return splits
+    if not unmarked:
+        log.info("the dataset has no validation split: drawing %.0f%% of its %d training samples as validation",
+                 100 * val_fraction, len(candidates))
 
+    missing = sum(1 for index in candidates if not signers[index])
+    if method == "signer" and missing and not unmarked:
+        log.warning("preprocess.split is signer but %d training samples have no signer: "
+                    "validation is drawn per class instead", missing)
+        method = "random"
     rng = np.random.default_rng(seed)
-    splits = ["train"] * count
     if method == "random":
-        for members in _by_class(range(count), labels).values():
+        for members in _by_class(candidates, labels).values():
             order = [members[i] for i in rng.permutation(len(members))]
-            n_test = round(test_fraction * len(order))
+            testable = [index for index in order if index in unmarked]
+            n_test = round(test_fraction * len(testable))
             n_val = round(val_fraction * len(order))
             if n_test + n_val >= len(order):  # keep at least one training sample per class
                 n_val = max(0, len(order) - 1 - n_test)
-            for index in order[:n_test]:
+            for index in testable[:n_test]:
                 splits[index] = "test"
-            for index in order[n_test : n_test + n_val]:
+            for index in [index for index in order if splits[index] != "test"][:n_val]:
                 splits[index] = "val"
         return splits
 
-    missing = sum(1 for signer in signers if not signer)
     if missing:
         raise SlrpipeError(f"preprocess.split is signer but {missing} samples have no signer: use preprocess.split: random")
     members_of: dict[str, list[int]] = defaultdict(list)
-    for index, signer in enumerate(signers):
-        members_of[signer].append(index)
+    for index in candidates:
+        members_of[signers[index]].append(index)
     names = sorted(members_of)
-    if len(names) < 1 + (test_fraction > 0) + (val_fraction > 0):
-        raise SlrpipeError(f"preprocess.split is signer but the dataset has only {len(names)} signer group(s)")
-    order = [names[i] for i in rng.permutation(len(names))]
-    targets = (("test", test_fraction * count), ("val", val_fraction * count))
-    position = 0
-    for split, target in targets:
+    if len(names) < 1 + (test_fraction > 0 and bool(unmarked)) + (val_fraction > 0):
+        raise SlrpipeError(f"preprocess.split is signer but the samples to split have only {len(names)} signer group(s)")
+    remaining = [names[i] for i in rng.permutation(len(names))]
+    targets = (("test", test_fraction * len(unmarked), unmarked), ("val", val_fraction * len(candidates), set(candidates)))
+    for split, target, allowed in targets:
         taken = 0
-        # Always leave at least one signer for training.
-        while taken < target and position < len(order) - 1:
-            for index in members_of[order[position]]:
-                splits[index] = split
-            taken += len(members_of[order[position]])
-            position += 1
+        for name in list(remaining):
+            # Always leave at least one signer for training.
+            if taken >= target or len(remaining) == 1:
+                break
+            if all(index in allowed for index in members_of[name]):
+                for index in members_of[name]:
+                    splits[index] = split
+                taken += len(members_of[name])
+                remaining.remove(name)
     return splits
 
 

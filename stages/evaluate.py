@@ -29,7 +29,7 @@ def evaluate(
     setup_logging(verbose)
     with user_errors():
         result = run_evaluate(load_params(params), model, dataset, out_dir)
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.count("/") == 1)
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.count("/") == 2)  # test/<level>/top<k>
     typer.echo(f"evaluate: {result.samples} test samples, {shown} -> {out_dir}")
 
 

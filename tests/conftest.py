@@ -56,8 +56,8 @@ def tiny_params(root: Path, epochs: int, finetune: dict | None = None, **pretrai
         "augment": {"frames": 16, "crop_min_frames": 8},
         "model": {"size": "tiny", "sizes": {"tiny": TINY.model_dump()}},
         "pretrain": {"epochs": epochs, "batch_size": 16, "bank_size": 16, "transfer_top_k": 8, "num_workers": 0,
-                     "knn_every": 1, "lr_steps": [2] if epochs > 2 else [], "device": "cpu", **pretrain},
-        "finetune": {"batch_size": 16, "num_workers": 0, "device": "cpu", **(finetune or {})},
+                     "threads": 1, "knn_every": 1, "lr_steps": [2] if epochs > 2 else [], "device": "cpu", **pretrain},
+        "finetune": {"batch_size": 16, "num_workers": 0, "threads": 1, "device": "cpu", **(finetune or {})},
         "evaluate": {"device": "cpu"},
     }
     return parse_params(data, REPO / "params.yaml")

@@ -66,7 +66,9 @@ def test_repro_then_nothing_then_only_what_changed(project):
     model, meta = load_model(project / "data" / "models" / "finetune" / "best.pt")
     assert len(meta["glosses"]) == 13
     metrics = json.loads((project / "reports" / "eval" / "metrics.json").read_text())
-    assert 0 <= metrics["per_instance"]["top1"] <= 1 and "top5" in metrics["per_class"] and metrics["samples"] == 25
+    assert list(metrics) == ["test"]
+    assert 0 <= metrics["test"]["per_instance"]["top1"] <= 1 and "top5" in metrics["test"]["per_class"]
+    assert metrics["test"]["samples"] == 25
     results = (project / "reports" / "results.md").read_text()
     assert "P-I top-1" in results
     for figure in ("tsne.png", "curves.png"):

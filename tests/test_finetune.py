@@ -98,10 +98,13 @@ def test_evaluate_writes_scores_metrics_and_fuses_by_id(ksl_dataset, pretrained,
     out = tmp_path / "eval"
     result = run_evaluate(params, best, ksl_dataset[1], out)
     ids, scores = read_scores_csv(out / "scores.csv")
-    assert len(ids) == result.samples == json.loads((out / "metrics.json").read_text())["samples"]
     np.testing.assert_allclose(scores.sum(1), 1.0, atol=1e-5)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["per_instance"]) == {"top1"} and set(metrics["per_class"]) == {"top1"}  # 4 classes: no top-5
+    assert list(metrics) == ["test"]  # every metric is named by the split it was measured on
+    assert len(ids) == result.samples == metrics["test"]["samples"]
+    # 4 classes: no top-5
+    assert set(metrics["test"]["per_instance"]) == {"top1"} and set(metrics["test"]["per_class"]) == {"top1"}
+    assert set(result.metrics) == {"test/per_instance/top1", "test/per_class/top1"}
     lines = (out / "confusion.csv").read_text().splitlines()
     assert lines[0] == "actual,predicted" and len(lines) == len(ids) + 1
     embeddings = np.load(out / "embeddings.npz")
@@ -116,7 +119,7 @@ def test_evaluate_writes_scores_metrics_and_fuses_by_id(ksl_dataset, pretrained,
     # Our scores.csv holds probabilities, added as they are; the other file's values are logits.
     other_probabilities = np.exp(other) / np.exp(other).sum(axis=1, keepdims=True)
     expected = np.mean((scores + other_probabilities).argmax(axis=1) == np.asarray(_labels(out)))
-    assert fused.metrics["fused/per_instance/top1"] == pytest.approx(expected)
+    assert fused.metrics["test/fused/per_instance/top1"] == pytest.approx(expected)
 
 
 def _labels(out):

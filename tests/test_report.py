@@ -32,7 +32,7 @@ def write_eval(folder: Path, metrics: dict | None = None, branches: tuple[str, .
     rng = np.random.default_rng(1)
     labels = np.arange(samples) % classes
     metrics = {**(METRICS if metrics is None else metrics), "samples": samples}
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (folder / "metrics.json").write_text(json.dumps({"test": metrics}, indent=2))
     with (folder / "per_class.csv").open("w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["label", "gloss", "samples", "top1", "top5"])
@@ -223,6 +223,7 @@ def test_nmfs_csl_subsets_in_table_three(tmp_path):
                           "per_class": {"top1": 0.95, "top2": 0.97, "top5": 0.99}}}
     path, text = render(tmp_path, make_params(tmp_path, "nmfs_csl", None), metrics=metrics)
     assert "Table III" in text and "Confusing top-1" in text
+    assert "official train/test split; validation: 20% of the training samples, drawn by signer" in text
     assert "| this run | finetune | 70.00 | 80.00 | 90.00 | 50.00 | 70.00 | 85.00 | 95.00 | 97.00 | 99.00 |" in text
     assert "| paper, Table III | Ours | 75.6 | 92.1 | 97.9 | 59.4 | 86.7 | 96.4 | 97.3 | 99.2 | 99.6 |" in text
     assert "| paper, Table III | BEST | 68.5 | – | 94.4 |" in text  # the paper leaves BEST's top-2 blank
@@ -263,6 +264,13 @@ def test_missing_metrics_is_one_line_error(tmp_path):
         run_report(make_params(tmp_path), tmp_path / "nothing", write_preprocess(tmp_path / "pre"), {}, tmp_path / "out")
 
 
+def test_metrics_without_the_split_name_ask_for_a_rerun(tmp_path):
+    eval_dir = write_eval(tmp_path / "eval")
+    (eval_dir / "metrics.json").write_text(json.dumps({**METRICS, "samples": 60}))  # written before names had the split
+    with pytest.raises(SlrpipeError, match=r"has no test/per_instance/top1 accuracy: rerun `dvc repro evaluate`"):
+        run_report(make_params(tmp_path), eval_dir, write_preprocess(tmp_path / "pre"), {}, tmp_path / "out")
+
+
 def test_perplexity_fits_small_test_sets():
     for n in (5, 6, 10, 25, 60, 91, 1000):
         assert 1 <= tsne_perplexity(n) < n
@@ -291,3 +299,31 @@ def test_stage_command(tmp_path):
                                                 "--out-dir", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "results.md").is_file() and (tmp_path / "out" / "results.csv").is_file()
+
+
+def _table_glosses(lines: list[str], title: str) -> list[str]:
+    table = lines[lines.index(title) + 2]
+    return [row.split(" | ")[0].lstrip("| ") for row in table.splitlines()[2:]]
+
+
+@pytest.mark.parametrize("classes", [11, 12, 14])
+def test_best_and_worst_classes_never_overlap(classes):
+    from slrpipe.report import _per_class_section
+
+    # Mostly perfect classes: ties everywhere, broken by the number of test samples.
+    rows = [{"label": i, "gloss": f"g{i}", "samples": 3 if i < classes - 2 else 2, "top1": 1.0 if i < classes - 2 else 0.0}
+            for i in range(classes)]
+    lines = _per_class_section(rows, "eval/per_class.csv")
+    best, worst = _table_glosses(lines, "Best 5 classes:"), _table_glosses(lines, "Worst 5 classes:")
+    assert len(best) == 5 and len(worst) == 5
+    assert not set(best) & set(worst)
+    assert set(worst[:2]) == {f"g{classes - 2}", f"g{classes - 1}"}  # the two never recognized come first
+
+
+def test_schedule_describes_only_the_lr_drops_that_happened():
+    from slrpipe.report import _schedule
+
+    assert _schedule(0.01, 0.1, (20,), 30) == "0.01 (x0.1 after epoch 20)"
+    assert _schedule(0.01, 0.1, (20,), 20) == "0.01 (constant; lr_steps 20 not reached in 20 epochs)"
+    assert _schedule(0.01, 0.1, (10, 40), 30) == "0.01 (x0.1 after epoch 10; lr_steps 40 not reached in 30 epochs)"
+    assert _schedule(0.01, 0.1, (), 30) == "0.01 (constant)"

@@ -7,14 +7,56 @@ go through the same mapping to slrpipe's 49 joints.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+import os
+import re
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
 from slrpipe import joints
 from slrpipe.errors import MissingDependencyError
 
+log = logging.getLogger(__name__)
+
 INSTALL_HINT = "install it with: python -m slrpipe.install_extras mediapipe"
+
+# What MediaPipe's C++ code (TFLite, absl logging) writes to stderr for every video, none of
+# it actionable: the XNNPACK notice, absl's "before InitializeLog" banner and the feedback-tensor
+# warning once per model. Neither GLOG_minloglevel nor TF_CPP_MIN_LOG_LEVEL reaches these in the
+# 0.10.14 wheel (tried), so they are caught on the file descriptor and dropped; any other line
+# is passed on to the log.
+NATIVE_NOISE = re.compile(
+    r"Created TensorFlow Lite XNNPACK delegate"
+    r"|All log messages before absl::InitializeLog\(\) is called"
+    r"|inference_feedback_manager\.cc:\d+\] Feedback manager requires a model with a single signature"
+)
+# protobuf 4 warns once per process that MediaPipe's Python code uses a deprecated call.
+warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype\(\) is deprecated", category=UserWarning)
+
+
+@contextmanager
+def native_stderr_filtered() -> Iterator[None]:
+    """Route file descriptor 2 into a temporary file while MediaPipe's native code runs, then log
+    every captured line that is not known noise (as a warning: it may be a real problem)."""
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as capture:
+        saved = os.dup(2)
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode("utf-8", errors="replace").splitlines():
+                if line.strip() and not NATIVE_NOISE.search(line):
+                    log.warning("MediaPipe: %s", line)
 
 
 def _holistic_module():
@@ -38,7 +80,8 @@ class MediaPipeEstimator:
         carried over from another clip would place the first hands wrongly.
         """
         vectors = []
-        with self._holistic.Holistic(
+        # One capture for the whole video: the graph's threads also log after `process` returns.
+        with native_stderr_filtered(), self._holistic.Holistic(
             static_image_mode=False,
             model_complexity=1,  # the only complexity whose model is inside the wheel
             min_detection_confidence=self.min_detection_confidence,

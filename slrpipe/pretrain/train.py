@@ -73,7 +73,7 @@ def run_pretrain(params: Params, dataset_path: Path, out_dir: Path, live_dir: Pa
                  epochs: int | None = None) -> PretrainResult:
     """Pretrain for params.pretrain.epochs (or `epochs`, to stop early as if interrupted)."""
     settings = params.pretrain
-    runtime = start(settings.device)
+    runtime = start(settings.device, settings.threads, settings.num_workers)
     try:
         return _train(params, dataset_path, out_dir, live_dir, resume, runtime, epochs)
     finally:

@@ -1,0 +1,67 @@
+"""Torch threads of the training processes (`threads: auto | <int>`)."""
+
+import pytest
+import torch
+
+from slrpipe import runtime
+from slrpipe.config import parse_params
+from slrpipe.errors import ParamsError
+from tests.conftest import REPO
+
+
+@pytest.mark.parametrize(("setting", "workers", "cores", "environ", "expected"), [
+    ("auto", 2, 8, {}, 6),
+    ("auto", 2, 2, {}, 1),  # never below one
+    ("auto", 0, 2, {}, 2),
+    ("auto", 2, 16, {"LOCAL_WORLD_SIZE": "4"}, 2),  # torchrun: each process gets its share of the cores
+    ("auto", 2, 16, {"OMP_NUM_THREADS": "3"}, 3),  # the user's (or torchrun's) explicit choice wins
+    (5, 2, 2, {"OMP_NUM_THREADS": "1"}, 5),  # a number is taken as it is
+])
+def test_choose_threads(setting, workers, cores, environ, expected):
+    assert runtime.choose_threads(setting, workers, cores=cores, environ=environ) == expected
+
+
+def test_start_sets_threads_and_stop_restores_them(monkeypatch):
+    monkeypatch.setattr(runtime, "available_cores", lambda: 4)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    before = torch.get_num_threads()
+    started = runtime.start("cpu", "auto", num_workers=1)
+    try:
+        assert torch.get_num_threads() == 3
+    finally:
+        runtime.stop(started)
+    assert torch.get_num_threads() == before
+    runtime.stop(runtime.start("cpu"))  # no setting: threads left alone
+    assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("section", ["pretrain", "finetune"])
+def test_threads_setting_is_auto_or_a_positive_integer(section):
+    def parse(value):
+        return parse_params({"dataset": {"source": "mp_data", "root": "x"}, section: {"threads": value}}, REPO / "params.yaml")
+
+    assert getattr(parse("auto"), section).threads == "auto"
+    assert getattr(parse(3), section).threads == 3
+    for bad in (0, True, "many", "2"):
+        with pytest.raises(ParamsError, match=rf"{section}\.threads"):
+            parse(bad)
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+def test_training_runs_with_the_chosen_threads(stage, tmp_path, monkeypatch):
+    """The training loops run under their section's setting, and give the caller its threads back."""
+    from slrpipe import finetune
+    from slrpipe.pretrain import train
+    from tests.conftest import tiny_params
+
+    if stage == "pretrain":
+        module, run = train, lambda params: train.run_pretrain(params, tmp_path, tmp_path, None, True)
+    else:
+        module, run = finetune, lambda params: finetune.run_finetune(params, tmp_path, tmp_path, tmp_path, None, True)
+    seen = []
+    monkeypatch.setattr(module, "_train", lambda *args, **kwargs: seen.append(torch.get_num_threads()))
+    params = tiny_params(tmp_path, 1, **{"threads": 2} if stage == "pretrain" else {}, finetune={"threads": 2})
+    before = torch.get_num_threads()
+    run(params)
+    assert seen == [2] and torch.get_num_threads() == before
