@@ -160,3 +160,31 @@ def total_loss(
     if not terms:
         raise ValueError("total_loss needs at least one loss term; every term is None")
     return sum(terms[1:], terms[0])
+
+
+@torch.no_grad()
+def embedding_stats(query: Tensor, key: Tensor, bank: Tensor) -> dict[str, Tensor]:
+    """Diagnostics of one part's unit embeddings (no gradient), to tell why InfoNCE does or does not fall.
+
+    query, key (B, D) of the two views, bank (N, D). Returns 0-d tensors (read them once per
+    logging interval, not per step):
+    - positive: mean cosine q . k of the positive pairs;
+    - negative: mean cosine q . bank of the negatives the loss sees;
+    - alignment: Wang & Isola's E ||q - k||^2 over positive pairs (0 = views agree perfectly);
+    - uniformity: log E exp(-2 ||q_i - q_j||^2) over pairs of distinct queries of the batch
+      (0 = every embedding the same point, i.e. collapse; about -4 for embeddings spread over the sphere).
+    positive close to negative with uniformity near 0 means the embeddings have collapsed to one direction.
+    """
+    query, key, bank = query.float(), key.float(), bank.float()
+    count = query.shape[0]
+    distances = torch.cdist(query, query).pow(2)
+    off_diagonal = ~torch.eye(count, dtype=torch.bool, device=query.device)
+    uniformity = (
+        distances[off_diagonal].mul(-2).exp().mean().log() if count > 1 else torch.zeros((), device=query.device)
+    )
+    return {
+        "positive": (query * key).sum(1).mean(),
+        "negative": (query @ bank.T).mean(),
+        "alignment": (query - key).pow(2).sum(1).mean(),
+        "uniformity": uniformity,
+    }

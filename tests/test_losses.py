@@ -8,6 +8,7 @@ import time
 import pytest
 import torch
 
+from slrpipe import losses
 from slrpipe.losses import info_nce, knowledge_transfer, neighbour_consistency, part_consistency, total_loss
 
 
@@ -256,3 +257,23 @@ def test_paper_sized_batch_runs() -> None:
     loss.backward()
     print(f"paper-sized losses forward + backward: {time.perf_counter() - start:.3f} s")
     assert torch.isfinite(loss)
+
+
+def test_embedding_stats_hand_computed():
+    query = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    key = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    bank = torch.tensor([[0.0, 1.0]])
+    stats = losses.embedding_stats(query, key, bank)
+    # q.k = 1 and 0; q.bank = 0 and 1; ||q - k||^2 = 0 and 2; the one pair of queries is 2 apart
+    # (squared), so uniformity = log exp(-2 * 2) = -4.
+    assert stats["positive"].item() == pytest.approx(0.5)
+    assert stats["negative"].item() == pytest.approx(0.5)
+    assert stats["alignment"].item() == pytest.approx(1.0)
+    assert stats["uniformity"].item() == pytest.approx(-4.0)
+
+
+def test_embedding_stats_see_collapse():
+    same = torch.nn.functional.normalize(torch.ones(4, 3), dim=1)
+    stats = losses.embedding_stats(same, same, same)
+    assert stats["uniformity"].item() == pytest.approx(0.0, abs=1e-6)
+    assert stats["positive"].item() == pytest.approx(stats["negative"].item())
