@@ -102,12 +102,15 @@ class PoseDataset(Dataset):
         index = int(self.indices[position])
         return dataset.frames("coords", index).astype(np.float64), dataset.frames("mask", index)
 
-    def __getitem__(self, position: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """The sample at `position` or, from a training loader, at `(epoch, position)` (the epoch
+        set in this process does not reach persistent worker processes: slrpipe.training)."""
+        epoch, position = key if isinstance(key, tuple) else (self.epoch, key)
         coords, mask = self.sequence(position)
         label = torch.tensor(self.labels[self.indices[position]])
         if self.mode == "eval":
             return {"view": eval_view(coords, mask, self.settings), "label": label, "index": torch.tensor(position)}
-        rng = np.random.default_rng([self.seed, self.epoch, position])
+        rng = np.random.default_rng([self.seed, epoch, position])
         count = 2 if self.mode == "pretrain" else 1
         views = [
             split_parts(*augment_view(coords, mask, rng, self.settings, self.left_mirrored), self.settings.motion)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from slrpipe.checkpoints import load_checkpoint
@@ -25,7 +25,7 @@ from slrpipe.metrics import per_instance_accuracy
 from slrpipe.model import SignEncoder
 from slrpipe.runtime import Runtime, code_digest, fingerprint, save_checkpoint, start, stop
 from slrpipe.subsets import subset_key
-from slrpipe.training import Checkpointer, log_epoch, open_live, sgd_with_steps, to_device
+from slrpipe.training import Checkpointer, log_epoch, open_live, sgd_with_steps, start_epoch, to_device, train_loader
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class FinetuneResult:
 
 
 # The library code fine-tuning runs: a change to it starts training over instead of resuming.
-CODE = ("slrpipe.finetune", "slrpipe.model", "slrpipe.data", "slrpipe.augment")
+CODE = ("slrpipe.finetune", "slrpipe.model", "slrpipe.data", "slrpipe.augment", "slrpipe.training")
 
 
 def _fingerprint(params: Params, dataset_path: Path, pretrained: Path | None) -> str:
@@ -147,9 +147,7 @@ def _train(params: Params, dataset_path: Path, pretrained: Path, out_dir: Path, 
     val_set = PoseDataset(dataset_path, params.augment, "eval", split="val")
     with RaggedFile(dataset_path) as dataset_file:
         preprocess = dataset_file.attr("preprocess")
-    sampler = DistributedSampler(train_set, num_replicas=runtime.world_size, rank=runtime.rank, shuffle=True, seed=s.seed)
-    loader = DataLoader(train_set, batch_size=s.batch_size, sampler=sampler, num_workers=s.num_workers,
-                        pin_memory=runtime.device.type == "cuda", persistent_workers=s.num_workers > 0)
+    loader = train_loader(train_set, s.batch_size, s.num_workers, s.seed, runtime)
 
     size = params.model.chosen
     model = build_classifier(size, len(train_set.glosses), s)
@@ -169,14 +167,13 @@ def _train(params: Params, dataset_path: Path, pretrained: Path, out_dir: Path, 
     best_top1, best_epoch = extra.get("best_top1", -1.0), extra.get("best_epoch", 0)
     trained = DistributedDataParallel(model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None) \
         if runtime.distributed else model
-    live = open_live(live_dir, first_epoch > 0) if runtime.is_main else None
+    live = open_live(live_dir, first_epoch) if runtime.is_main else None
     autocast = runtime.device.type == "cuda" and s.bf16
     classes = len(train_set.glosses)
 
     metrics: dict[str, float] = {}
     for epoch in range(first_epoch, s.schedule.epochs):
-        sampler.set_epoch(epoch)
-        train_set.set_epoch(epoch)
+        start_epoch(loader, epoch)
         _set_mode(model, linear)
         loss_sum, correct, seen, started = 0.0, 0, 0, time.perf_counter()
         for batch in tqdm(loader, desc=f"{s.protocol} {epoch + 1}/{s.schedule.epochs}", unit="batch",
@@ -207,8 +204,8 @@ def _train(params: Params, dataset_path: Path, pretrained: Path, out_dir: Path, 
             best_top1, best_epoch = score, epoch + 1
             save_model(out_dir / BEST, model, params, train_set.glosses, preprocess, epoch + 1, score)
         log.info("epoch %d/%d %s", epoch + 1, s.schedule.epochs, ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
-        checkpointer.save(epoch + 1, model, optimizer, scheduler, best_top1=best_top1, best_epoch=best_epoch)
         log_epoch(live, metrics)
+        checkpointer.save(epoch + 1, model, optimizer, scheduler, best_top1=best_top1, best_epoch=best_epoch)
     if live is not None:
         live.end()
     return FinetuneResult(s.schedule.epochs - first_epoch, best_top1, best_epoch, metrics)

@@ -63,19 +63,24 @@ def tiny_params(root: Path, epochs: int, finetune: dict | None = None, **pretrai
     return parse_params(data, REPO / "params.yaml")
 
 
-@pytest.fixture(scope="session")
-def ksl_dataset(shared, tmp_path_factory):
-    """Four real KSL signs x 5 sessions x 10 sequences, extracted and preprocessed (signer split)."""
+def build_ksl_dataset(shared: Path, tmp: Path, words: tuple[str, ...], sequences: int) -> tuple[Path, Path]:
+    """Real KSL signs x 5 sessions x `sequences` sequences, extracted and preprocessed (signer
+    split) under `tmp`: (dataset root, dataset.h5)."""
     from slrpipe.extract import run_extract
     from slrpipe.preprocess import run_preprocess
 
-    tmp = tmp_path_factory.mktemp("ksl4")
     root = tmp / "ksl"
     for session in ("MP_Data", "MP_Data1", "MP_Data2", "MP_Data3", "MP_Data4"):
-        for word in ("bad", "glad", "no", "yes"):
-            for sequence in range(10):
+        for word in words:
+            for sequence in range(sequences):
                 shutil.copytree(shared / "ksl13" / session / word / str(sequence), root / session / word / str(sequence))
     params = tiny_params(root, 1)
     run_extract(params, tmp / "extract", None)
     run_preprocess(params, tmp / "extract" / "keypoints.h5", tmp / "pre")
     return root, tmp / "pre" / "dataset.h5"
+
+
+@pytest.fixture(scope="session")
+def ksl_dataset(shared, tmp_path_factory):
+    """Four real KSL signs x 5 sessions x 10 sequences."""
+    return build_ksl_dataset(shared, tmp_path_factory.mktemp("ksl4"), ("bad", "glad", "no", "yes"), 10)

@@ -66,10 +66,10 @@ def test_semi_trains_on_exactly_the_saved_ids(ksl_dataset, pretrained, tmp_path,
     seen = []
     original = finetune_module.PoseDataset.__getitem__
 
-    def spy(self, position):
+    def spy(self, key):
         if self.mode == "train":
-            seen.append(self.sample_ids[position])
-        return original(self, position)
+            seen.append(self.sample_ids[key[1]])  # the training loader's keys are (epoch, position)
+        return original(self, key)
 
     monkeypatch.setattr(finetune_module.PoseDataset, "__getitem__", spy)
     _finetune(ksl_dataset, pretrained, tmp_path, epochs=1, protocol="semi", label_fraction=0.4)

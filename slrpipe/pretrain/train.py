@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from slrpipe.config import Params
@@ -21,7 +21,7 @@ from slrpipe.h5io import file_digest
 from slrpipe.knn import knn_accuracy
 from slrpipe.pretrain.model import Pretrainer
 from slrpipe.runtime import Runtime, code_digest, fingerprint, start, stop
-from slrpipe.training import Checkpointer, log_epoch, open_live, sgd_with_steps, to_device
+from slrpipe.training import Checkpointer, log_epoch, open_live, sgd_with_steps, start_epoch, to_device, train_loader
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class PretrainResult:
 
 
 # The library code pretraining runs: a change to it starts training over instead of resuming.
-CODE = ("slrpipe.pretrain", "slrpipe.model", "slrpipe.losses", "slrpipe.data", "slrpipe.augment")
+CODE = ("slrpipe.pretrain", "slrpipe.model", "slrpipe.losses", "slrpipe.data", "slrpipe.augment", "slrpipe.training")
 
 
 def settings_fingerprint(params: Params, dataset_path: Path) -> str:
@@ -87,9 +87,7 @@ def _train(params: Params, dataset_path: Path, out_dir: Path, live_dir: Path | N
     dataset = PoseDataset(dataset_path, params.augment, "pretrain", split="train", seed=settings.seed)
     if len(dataset) == 0:
         raise SlrpipeError(f"{dataset_path} has no training samples")
-    sampler = DistributedSampler(dataset, num_replicas=runtime.world_size, rank=runtime.rank, shuffle=True, seed=settings.seed)
-    loader = DataLoader(dataset, batch_size=settings.batch_size, sampler=sampler, num_workers=settings.num_workers,
-                        pin_memory=runtime.device.type == "cuda", persistent_workers=settings.num_workers > 0)
+    loader = train_loader(dataset, settings.batch_size, settings.num_workers, settings.seed, runtime)
 
     model = Pretrainer(params.model.chosen, settings).to(runtime.device)
     optimizer, scheduler = sgd_with_steps(model.parameters(), settings.lr, settings.sgd_momentum, settings.weight_decay,
@@ -97,7 +95,6 @@ def _train(params: Params, dataset_path: Path, out_dir: Path, live_dir: Path | N
     checkpoint_path = out_dir / CHECKPOINT
     checkpointer = Checkpointer(checkpoint_path, settings_fingerprint(params, dataset_path))
     first_epoch = checkpointer.resume(model, optimizer, scheduler)[0] if resume else 0
-    resumed = first_epoch > 0
 
     trained = model
     if runtime.distributed and settings.sync_batchnorm:
@@ -107,14 +104,13 @@ def _train(params: Params, dataset_path: Path, out_dir: Path, live_dir: Path | N
         # Banks are per-rank buffers: never overwrite them with rank 0's (authors' per-GPU banks).
         trained = DistributedDataParallel(model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None,
                                           broadcast_buffers=False)
-    live = open_live(live_dir, resumed) if runtime.is_main else None
+    live = open_live(live_dir, first_epoch) if runtime.is_main else None
 
     last_epoch = settings.epochs if stop_after is None else min(settings.epochs, stop_after)
     autocast = runtime.device.type == "cuda" and settings.bf16
     metrics: dict[str, float] = {}
     for epoch in range(first_epoch, last_epoch):
-        sampler.set_epoch(epoch)
-        dataset.set_epoch(epoch)
+        start_epoch(loader, epoch)
         sums: dict[str, float] = defaultdict(float)
         seen, started = 0, time.perf_counter()
         progress = tqdm(loader, desc=f"pretrain {epoch + 1}/{settings.epochs}", unit="batch", disable=not runtime.is_main,
@@ -142,12 +138,12 @@ def _train(params: Params, dataset_path: Path, out_dir: Path, live_dir: Path | N
                 metrics["knn_accuracy"] = accuracy
         if runtime.is_main:
             log.info("epoch %d/%d %s", epoch + 1, settings.epochs, ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+            log_epoch(live, metrics)
             checkpointer.save(epoch + 1, model, optimizer, scheduler,
                               model_size=params.model.chosen.model_dump(mode="json"),
                               pretrain=settings.model_dump(mode="json"),
                               augment=params.augment.model_dump(mode="json"),
                               glosses=dataset.glosses)
-            log_epoch(live, metrics)
     if live is not None:
         live.end()
     return PretrainResult(last_epoch - first_epoch, metrics, checkpoint_path)
