@@ -103,16 +103,17 @@ def motion(coords: np.ndarray, mask: np.ndarray, kind: str) -> np.ndarray:
 
 
 def augment_view(
-    coords: np.ndarray, mask: np.ndarray, rng: np.random.Generator, settings: AugmentParams, left_mirrored: bool
+    coords: np.ndarray, mask: np.ndarray, rng: np.random.Generator, settings: AugmentParams, left_mirrored: bool,
+    flipped: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One randomly augmented view, resampled to settings.frames frames."""
+    """One randomly augmented view, resampled to settings.frames frames; `flipped` None draws the flip here."""
     start, stop = temporal_crop(len(coords), rng, settings.crop_min_ratio, settings.crop_min_frames)
     coords, mask = resample(coords, mask, start, stop, settings.frames)
     if rng.random() < settings.affine_probability:
         coords = apply_affine(coords, mask, random_affine(rng, settings))
     if settings.joint_mask_count and rng.random() < settings.joint_mask_probability:
         coords, mask = mask_joints(coords, mask, rng, settings.joint_mask_count)
-    if rng.random() < settings.flip_probability:
+    if rng.random() < settings.flip_probability if flipped is None else flipped:
         coords, mask = flip(coords, mask, left_mirrored)
     return coords, mask
 

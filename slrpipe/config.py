@@ -129,11 +129,15 @@ class AugmentParams(Section):
     scale: float = Field(default=0.2, ge=0, lt=1)  # factor in [1 - scale, 1 + scale]
     shear: float = Field(default=0.2, ge=0)  # off-diagonal terms in [-shear, shear]
     affine_probability: float = Field(default=1.0, ge=0, le=1)
-    # Joint mask: zero this many of the 49 joints in every frame (authors' code: 25).
-    joint_mask_count: int = Field(default=25, ge=0, le=49)
+    # Joint mask: zero this many of the 49 joints in every frame (authors' code: 25; ours 8: with
+    # 25 the trunk of a view is farther from its positive than from another sample, bench/RESULTS.md).
+    joint_mask_count: int = Field(default=8, ge=0, le=49)
     joint_mask_probability: float = Field(default=0.5, ge=0, le=1)
     # Swap the hands and mirror x (left-handed signers).
     flip_probability: float = Field(default=0.5, ge=0, le=1)
+    # Pretraining views: `shared` flips both views of a sample or neither (ours); `independent`
+    # draws the flip per view (paper, authors' code), so half the positive pairs are mirror images.
+    flip_views: Literal["shared", "independent"] = "shared"
 
 
 class ModelSize(Section):

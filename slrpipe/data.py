@@ -112,8 +112,11 @@ class PoseDataset(Dataset):
             return {"view": eval_view(coords, mask, self.settings), "label": label, "index": torch.tensor(position)}
         rng = np.random.default_rng([self.seed, epoch, position])
         count = 2 if self.mode == "pretrain" else 1
+        # A shared flip mirrors both views or neither; an independent one mirrors one view of two
+        # against the other half the time (see augment.flip_views).
+        flipped = rng.random() < self.settings.flip_probability if self.settings.flip_views == "shared" else None
         views = [
-            split_parts(*augment_view(coords, mask, rng, self.settings, self.left_mirrored), self.settings.motion)
+            split_parts(*augment_view(coords, mask, rng, self.settings, self.left_mirrored, flipped), self.settings.motion)
             for _ in range(count)
         ]
         if self.mode == "pretrain":

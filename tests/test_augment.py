@@ -81,7 +81,7 @@ def test_motion_backward_and_forward_by_hand():
 
 
 def test_augmented_view_keeps_masked_joints_at_zero_and_uses_one_transform():
-    settings = AugmentParams(joint_mask_probability=1.0, flip_probability=0.0, crop_min_ratio=1.0)
+    settings = AugmentParams(joint_mask_count=25, joint_mask_probability=1.0, flip_probability=0.0, crop_min_ratio=1.0)
     coords, mask = _sequence(frames=64, masked_fraction=0.3)
     out, out_mask = augment.augment_view(coords, mask, np.random.default_rng(1), settings, False)
     assert out.shape == (64, 49, 2)

@@ -112,3 +112,20 @@ def test_real_mmpose_output_whole_path(shared, tmp_path):
     assert 10 < np.median(sides) < 120
     loader = PoseDataset(path, params.augment, "pretrain", split="train")
     assert loader[0]["views"][0]["joint"]["right_hand"].shape == (64, 21, 2)
+
+
+@pytest.mark.parametrize("flip_views", ["shared", "independent"])
+def test_flip_views_shared_mirrors_both_views_or_neither(ksl3, flip_views):
+    params, _, path = ksl3
+    # Every augmentation off but the flip: the two views of a sample differ only if one is flipped.
+    settings = params.augment.model_copy(update={
+        "flip_views": flip_views, "flip_probability": 0.5, "affine_probability": 0.0,
+        "joint_mask_probability": 0.0, "crop_min_ratio": 1.0, "crop_min_frames": 1,
+    })
+    dataset = PoseDataset(path, settings, "pretrain", split="train")
+    mirrored = [not torch.equal(views[0]["joint"]["right_hand"], views[1]["joint"]["right_hand"])
+                for views in (dataset[i]["views"] for i in range(len(dataset)))]
+    if flip_views == "shared":
+        assert not any(mirrored)
+    else:  # each view flips with p 0.5: about half the pairs are mirror images
+        assert 0.2 < np.mean(mirrored) < 0.8
