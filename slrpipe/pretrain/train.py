@@ -55,13 +55,15 @@ def embed(model: Pretrainer, dataset: PoseDataset, device: torch.device, batch_s
     return torch.cat(features), torch.cat(labels)
 
 
+KNN_METRIC = "val/knn_top1"
+
+
 def knn_monitor(model: Pretrainer, params: Params, dataset_path: Path, device: torch.device) -> float | None:
-    """kNN accuracy of validation samples against training samples (both un-augmented)."""
+    """kNN top-1 of validation samples against training samples (both un-augmented); None
+    without a validation split (never the test split: the monitor guides decisions)."""
     settings = params.pretrain
     bank = PoseDataset(dataset_path, params.augment, "eval", split="train")
     probe = PoseDataset(dataset_path, params.augment, "eval", split="val")
-    if len(probe) == 0:
-        probe = PoseDataset(dataset_path, params.augment, "eval", split="test")
     if len(bank) == 0 or len(probe) == 0:
         return None
     train_x, train_y = embed(model, bank, device, settings.batch_size)
@@ -112,6 +114,7 @@ def _train(params: Params, dataset_path: Path, out_dir: Path, live_dir: Path | N
     last_epoch = settings.epochs if stop_after is None else min(settings.epochs, stop_after)
     autocast = runtime.device.type == "cuda" and settings.bf16
     metrics: dict[str, float] = {}
+    knn_off_said = False
     for epoch in range(first_epoch, last_epoch):
         sampler.set_epoch(epoch)
         dataset.set_epoch(epoch)
@@ -139,7 +142,10 @@ def _train(params: Params, dataset_path: Path, out_dir: Path, live_dir: Path | N
         if (epoch + 1) % settings.knn_every == 0 or epoch + 1 == settings.epochs:
             accuracy = knn_monitor(model, params, dataset_path, runtime.device) if runtime.is_main else None
             if accuracy is not None:
-                metrics["knn_accuracy"] = accuracy
+                metrics[KNN_METRIC] = accuracy
+            elif runtime.is_main and not knn_off_said:
+                log.warning("%s has no validation split: the kNN monitor records nothing", dataset_path)
+                knn_off_said = True
         if runtime.is_main:
             log.info("epoch %d/%d %s", epoch + 1, settings.epochs, ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
             checkpointer.save(epoch + 1, model, optimizer, scheduler,
