@@ -67,8 +67,9 @@ def test_repro_then_nothing_then_only_what_changed(project):
     assert len(meta["glosses"]) == 13
     metrics = json.loads((project / "reports" / "eval" / "metrics.json").read_text())
     assert 0 <= metrics["per_instance"]["top1"] <= 1 and "top5" in metrics["per_class"] and metrics["samples"] == 25
+    assert metrics["selected"]["epoch"] == 1 and set(metrics["selected"]) == {"epoch", "val"}  # finetune.select: val
     results = (project / "reports" / "results.md").read_text()
-    assert "P-I top-1" in results
+    assert "P-I top-1" in results and "| Model selection | epoch 1 of 1, the best validation top-1" in results
     for figure in ("tsne.png", "curves.png"):
         assert (project / "reports" / "figures" / figure).stat().st_size > 10_000
 
