@@ -67,8 +67,8 @@ def knn_monitor(model: Pretrainer, params: Params, dataset_path: Path, device: t
     if len(bank) == 0 or len(probe) == 0:
         return None
     train_x, train_y = embed(model, bank, device, settings.batch_size)
-    test_x, test_y = embed(model, probe, device, settings.batch_size)
-    return knn_accuracy(train_x, train_y, test_x, test_y, settings.knn_neighbours, len(bank.glosses))
+    val_x, val_y = embed(model, probe, device, settings.batch_size)
+    return knn_accuracy(train_x, train_y, val_x, val_y, settings.knn_neighbours, len(bank.glosses))
 
 
 def run_pretrain(params: Params, dataset_path: Path, out_dir: Path, live_dir: Path | None, resume: bool,
