@@ -107,7 +107,7 @@ def test_evaluate_writes_scores_metrics_and_fuses_by_id(ksl_dataset, pretrained,
     ids, scores = read_scores_csv(out / "scores.csv")
     np.testing.assert_allclose(scores.sum(1), 1.0, atol=1e-5)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert list(metrics) == ["test"]  # every metric is named by the split it was measured on
+    assert list(metrics) == ["test", "selected"]  # every metric is named by the split it was measured on
     assert len(ids) == result.samples == metrics["test"]["samples"]
     # 4 classes: no top-5
     assert set(metrics["test"]["per_instance"]) == {"top1"} and set(metrics["test"]["per_class"]) == {"top1"}
@@ -194,7 +194,7 @@ def test_select_test_is_the_authors_protocol_and_says_so(ksl_dataset, pretrained
     result = run_evaluate(params, best, ksl_dataset[1], tmp_path / "eval")
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["selected"]["epoch"] == chosen
-    assert metrics["selected"]["test"]["top1"] == pytest.approx(result.metrics["per_instance/top1"], abs=1e-6)
+    assert metrics["selected"]["test"]["top1"] == pytest.approx(result.metrics["test/per_instance/top1"], abs=1e-6)
     assert "selected on test (authors' protocol, optimistic)" in selection_text(metrics, 2)
 
 
