@@ -72,7 +72,7 @@ def main() -> None:
 
     def encoders_only() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
-            loss = sum(sum(model.query[m].encoder(view_q[m], view_q["mask"])).sum() for m in model.modalities)
+            loss = sum(sum(model.query[m].encoder(view_q[m], view_q["mask"]).values()).sum() for m in model.modalities)
             with torch.no_grad():
                 for m in model.modalities:
                     model.key[m].encoder(view_k[m], view_k["mask"])

@@ -251,6 +251,10 @@ class FinetuneParams(Section):
     parts: Literal["both", "hand", "trunk"] = "both"
     # Prediction = sum of the joint and motion branch logits (paper); authors: mean.
     combine: Literal["sum", "mean"] = "sum"
+    # Which epoch's weights become best.pt: `val` = best validation top-1 (an error without a
+    # validation split); `last` = the final epoch; authors: `test` = best test top-1, which lets
+    # the test split pick the model (METHOD.md section 9; optimistic, and results.md says so).
+    select: Literal["val", "last", "test"] = "val"
     schedules: dict[str, Schedule] = {
         "finetune": Schedule(epochs=60),
         "linear": Schedule(epochs=70, lr_steps=(50,)),

@@ -50,6 +50,19 @@ def nested(flat: dict[str, float]) -> dict:
     return tree
 
 
+def selection_metrics(meta: dict) -> dict:
+    """How the evaluated model's epoch was chosen, for metrics.json and results.md:
+    {"selected": {"epoch": 12, "val": {"top1": 0.85}}}, keyed by the split that chose it (only
+    the epoch for finetune.select: last); nothing for model files that do not record it."""
+    selected = meta.get("selected")
+    if not selected:
+        return {}
+    out = {"epoch": int(selected["epoch"])}
+    if selected["metric"]:
+        out.update(nested({selected["metric"]: selected["value"]}))
+    return {"selected": out}
+
+
 def _subsets(source: str, glosses: list[str], labels: np.ndarray) -> dict[str, np.ndarray]:
     if source != "nmfs_csl":
         return {}
@@ -85,7 +98,7 @@ def run_evaluate(params: Params, model_path: Path, dataset_path: Path, out_dir: 
     write_scores_csv(out_dir / SCORES_FILE, test.sample_ids, labels, scores, glosses)
     tree = nested(metrics)
     tree[SPLIT]["samples"] = len(test)
-    write_json(out_dir / METRICS_FILE, tree)
+    write_json(out_dir / METRICS_FILE, {**tree, **selection_metrics(meta)})
     _write_per_class(out_dir / PER_CLASS_FILE, scores, labels, ks, glosses)
     _write_confusion(out_dir / CONFUSION_FILE, scores, labels, glosses)
     np.savez(out_dir / EMBEDDINGS_FILE, labels=labels, sample_ids=np.array(test.sample_ids), **features)

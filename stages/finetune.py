@@ -37,8 +37,10 @@ def finetune(
     with user_errors():
         settings = load_params(params)
         result = run_finetune(settings, dataset, pretrained, out_dir, live_dir, resume)
-    typer.echo(f"finetune ({settings.finetune.protocol}): {result.epochs_run} epochs run, best top-1 {result.best_top1:.4f} "
-               f"at epoch {result.best_epoch} -> {out_dir / 'best.pt'}")
+    selected = result.selected
+    how = ("" if selected is None else f", best.pt = epoch {selected['epoch']} "
+           + (f"(best {selected['metric']} {selected['value']:.4f})" if selected["metric"] else "(the last)"))
+    typer.echo(f"finetune ({settings.finetune.protocol}): {result.epochs_run} epochs run{how} -> {out_dir / 'best.pt'}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from slrpipe.config import load_params
-from slrpipe.pretrain.train import run_pretrain
+from slrpipe.pretrain.train import KNN_METRIC, run_pretrain
 from stages.common import ParamsOption, ProjectPathOption, in_project, setup_logging, standalone, user_errors
 
 DATASET = Path("data/preprocess/dataset.h5")
@@ -33,7 +33,7 @@ def pretrain(
     setup_logging(verbose)
     with user_errors():
         result = run_pretrain(load_params(params), dataset, out_dir, live_dir, resume)
-    shown = ", ".join(f"{k} {v:.4g}" for k, v in result.last_metrics.items() if k in ("loss/total", "knn_accuracy"))
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in result.last_metrics.items() if k in ("loss/total", KNN_METRIC))
     typer.echo(f"pretrain: {result.epochs_run} epochs run ({shown}) -> {result.checkpoint}")
 
 

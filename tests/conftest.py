@@ -84,3 +84,24 @@ def build_ksl_dataset(shared: Path, tmp: Path, words: tuple[str, ...], sequences
 def ksl_dataset(shared, tmp_path_factory):
     """Four real KSL signs x 5 sessions x 10 sequences."""
     return build_ksl_dataset(shared, tmp_path_factory.mktemp("ksl4"), ("bad", "glad", "no", "yes"), 10)
+
+
+@pytest.fixture(scope="session")
+def ksl_no_val(ksl_dataset, tmp_path_factory):
+    """`ksl_dataset` cut down to 32 training samples (spread over its order, so every class
+    keeps some) and no validation split: every other sample is in test."""
+    import h5py
+    import numpy as np
+
+    root, dataset = ksl_dataset
+    path = tmp_path_factory.mktemp("ksl-no-val") / "dataset.h5"
+    shutil.copyfile(dataset, path)
+    with h5py.File(path, "r+") as handle:
+        column = handle["samples/split"]
+        splits = np.array([value.decode() for value in column[:]], dtype=object)
+        train = np.flatnonzero(splits == "train")
+        kept = train[np.linspace(0, len(train) - 1, 32).round().astype(int)]
+        splits[:] = "test"
+        splits[kept] = "train"
+        column[...] = splits
+    return root, path

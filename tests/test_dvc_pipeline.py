@@ -62,15 +62,16 @@ def test_repro_then_nothing_then_only_what_changed(project):
     with RaggedFile(project / "data" / "preprocess" / "dataset.h5") as dataset:
         assert len(dataset) == 128 and set(dataset.column("split")) == {"train", "val", "test"}
     assert (project / "data" / "models" / "pretrain" / "checkpoint.pt").is_file()
-    assert "knn_accuracy" in (project / "data" / "dvclive" / "pretrain" / "metrics.json").read_text()
+    assert "knn_top1" in json.loads((project / "data" / "dvclive" / "pretrain" / "metrics.json").read_text())["val"]
     model, meta = load_model(project / "data" / "models" / "finetune" / "best.pt")
     assert len(meta["glosses"]) == 13
     metrics = json.loads((project / "reports" / "eval" / "metrics.json").read_text())
-    assert list(metrics) == ["test"]
+    assert list(metrics) == ["test", "selected"]
     assert 0 <= metrics["test"]["per_instance"]["top1"] <= 1 and "top5" in metrics["test"]["per_class"]
     assert metrics["test"]["samples"] == 25
+    assert metrics["selected"]["epoch"] == 1 and set(metrics["selected"]) == {"epoch", "val"}  # finetune.select: val
     results = (project / "reports" / "results.md").read_text()
-    assert "P-I top-1" in results
+    assert "P-I top-1" in results and "| Model selection | epoch 1 of 1, the best validation top-1" in results
     for figure in ("tsne.png", "curves.png"):
         assert (project / "reports" / "figures" / figure).stat().st_size > 10_000
 

@@ -1,6 +1,8 @@
 """Downstream protocols and evaluation on real KSL data with a tiny model."""
 
+import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,12 +10,17 @@ import torch
 
 from slrpipe import finetune as finetune_module
 from slrpipe.checkpoints import load_checkpoint
+from slrpipe.config import FinetuneParams, PretrainParams
 from slrpipe.errors import SlrpipeError
 from slrpipe.evaluate import run_evaluate
-from slrpipe.finetune import load_model, run_finetune
+from slrpipe.finetune import build_classifier, load_model, run_finetune
 from slrpipe.metrics import read_scores_csv, write_scores_csv
+from slrpipe.model import part_of
+from slrpipe.pretrain.model import Pretrainer
 from slrpipe.pretrain.train import run_pretrain
-from tests.conftest import tiny_params
+from slrpipe.report import selection_text
+from tests.conftest import TINY, tiny_params
+from tests.test_pretrain import _view
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +107,7 @@ def test_evaluate_writes_scores_metrics_and_fuses_by_id(ksl_dataset, pretrained,
     ids, scores = read_scores_csv(out / "scores.csv")
     np.testing.assert_allclose(scores.sum(1), 1.0, atol=1e-5)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert list(metrics) == ["test"]  # every metric is named by the split it was measured on
+    assert list(metrics) == ["test", "selected"]  # every metric is named by the split it was measured on
     assert len(ids) == result.samples == metrics["test"]["samples"]
     # 4 classes: no top-5
     assert set(metrics["test"]["per_instance"]) == {"top1"} and set(metrics["test"]["per_class"]) == {"top1"}
@@ -136,3 +143,79 @@ def test_a_damaged_pretrain_checkpoint_says_how_to_restore_it(ksl_dataset, pretr
         _finetune(ksl_dataset, damaged, tmp_path, epochs=1)
     assert str(info.value) == (f"{damaged}: not a readable PyTorch checkpoint (damaged, truncated or another kind of file): "
                                f"restore it with `dvc checkout --force {damaged}`, or rerun the stage that writes it (`dvc repro`)")
+
+
+def _record_epochs(monkeypatch) -> tuple[list[dict], list]:
+    """Every epoch's logged metrics, and the split of every PoseDataset fine-tuning opens."""
+    epochs, splits = [], []
+    monkeypatch.setattr(finetune_module, "log_epoch", lambda live, metrics: epochs.append(dict(metrics)))
+    original = finetune_module.PoseDataset.__init__
+
+    def spy(self, path, settings, mode="eval", split=None, *args, **kwargs):
+        splits.append(split)
+        original(self, path, settings, mode, split, *args, **kwargs)
+
+    monkeypatch.setattr(finetune_module.PoseDataset, "__init__", spy)
+    return epochs, splits
+
+
+def test_best_pt_is_the_best_validation_epoch_and_never_reads_test(ksl_dataset, pretrained, tmp_path, monkeypatch):
+    epochs, splits = _record_epochs(monkeypatch)
+    _, result, best = _finetune(ksl_dataset, pretrained, tmp_path, epochs=2)
+    assert "test" not in splits and not [name for m in epochs for name in m if name.startswith("test/")]
+    top1 = [m["val/top1"] for m in epochs]
+    chosen = int(np.argmax(top1)) + 1  # the first of equally good epochs
+    meta = load_checkpoint(best)
+    assert meta["selected"] == {"select": "val", "epoch": chosen, "metric": "val/top1", "value": pytest.approx(max(top1))}
+    assert meta["epoch"] == chosen and result.selected == meta["selected"]
+
+
+def test_select_val_without_a_validation_split_fails_before_training(ksl_no_val, pretrained, tmp_path):
+    with pytest.raises(SlrpipeError, match="has no validation split, which finetune.select: val needs"):
+        _finetune(ksl_no_val, pretrained, tmp_path, epochs=1)  # select: val is the default
+    assert not (tmp_path / "finetune").exists()  # no epoch was trained
+
+
+def test_select_last_takes_the_final_epoch_without_a_validation_split(ksl_no_val, pretrained, tmp_path, monkeypatch):
+    epochs, splits = _record_epochs(monkeypatch)
+    _, result, best = _finetune(ksl_no_val, pretrained, tmp_path, epochs=2, select="last")
+    assert load_checkpoint(best)["selected"] == {"select": "last", "epoch": 2, "metric": None, "value": None}
+    assert "test" not in splits and all(name.startswith(("train/", "lr", "samples")) for m in epochs for name in m)
+
+
+def test_select_test_is_the_authors_protocol_and_says_so(ksl_dataset, pretrained, tmp_path, monkeypatch):
+    epochs, _ = _record_epochs(monkeypatch)
+    params, _, best = _finetune(ksl_dataset, pretrained, tmp_path, epochs=2, select="test")
+    assert all({"val/top1", "test/top1"} <= set(m) for m in epochs)  # the test split's metrics are named so
+    top1 = [m["test/top1"] for m in epochs]
+    chosen = int(np.argmax(top1)) + 1
+    assert load_checkpoint(best)["selected"] == {"select": "test", "epoch": chosen, "metric": "test/top1",
+                                                 "value": pytest.approx(max(top1))}
+    result = run_evaluate(params, best, ksl_dataset[1], tmp_path / "eval")
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["selected"]["epoch"] == chosen
+    assert metrics["selected"]["test"]["top1"] == pytest.approx(result.metrics["test/per_instance/top1"], abs=1e-6)
+    assert "selected on test (authors' protocol, optimistic)" in selection_text(metrics, 2)
+
+
+@pytest.mark.parametrize(("branches", "parts"), list(itertools.product(("both", "joint", "motion"), ("both", "hand", "trunk"))))
+def test_classifier_builds_only_what_it_uses(branches, parts):
+    """Every parameter gets a gradient, as DDP (without find_unused_parameters) needs."""
+    model = build_classifier(TINY, 4, FinetuneParams(branches=branches, parts=parts))
+    model(_view(seed=1)).sum().backward()
+    assert not [name for name, p in model.named_parameters() if p.grad is None]
+
+
+def test_a_one_part_classifier_takes_that_part_of_a_two_part_checkpoint():
+    state = {"model": Pretrainer(TINY, PretrainParams(bank_size=16)).state_dict()}
+    model = build_classifier(TINY, 4, FinetuneParams(parts="hand"))
+    source = Path("pretrain.pt")
+    model.load_pretrained(state, source)
+    loaded = model.encoders["joint"].state_dict()
+    assert loaded and {part_of(key) for key in loaded} == {"hand"}
+    for key, value in loaded.items():
+        assert torch.equal(value, state["model"][f"query.joint.encoder.{key}"]), key
+
+    hand_only = {"model": Pretrainer(TINY, PretrainParams(bank_size=16, parts="hand")).state_dict()}
+    with pytest.raises(SlrpipeError, match=f"{source}: its joint encoder has no trunk part: pretrain with parts both or trunk"):
+        build_classifier(TINY, 4, FinetuneParams()).load_pretrained(hand_only, source)

@@ -1,9 +1,13 @@
 """The pretraining method: queues, momentum, gradient flow, ablation switches, resume, and a real run."""
 
+import itertools
+import logging
+
 import pytest
 import torch
 
 from slrpipe.config import PretrainParams
+from slrpipe.model import part_of
 from slrpipe.pretrain.model import Pretrainer
 from slrpipe.pretrain.queue import KeyQueue
 from tests.conftest import TINY, tiny_params
@@ -93,9 +97,24 @@ def test_ablation_switches_remove_terms(changes, expected):
     torch.testing.assert_close(terms["total"], by_hand)
 
 
+@pytest.mark.parametrize(("branches", "parts", "anchors"),
+                         list(itertools.product(("both", "joint", "motion"), ("both", "hand", "trunk"), ("part_sum", "global"))))
+def test_every_trainable_parameter_gets_a_gradient(branches, parts, anchors):
+    """What DDP (without find_unused_parameters) needs: no parameter is built that the loss does not use."""
+    torch.manual_seed(0)
+    for terms in ({}, {"use_consistency": False, "use_knowledge_transfer": False}):
+        model = Pretrainer(TINY, _settings(branches=branches, parts=parts, transfer_anchors=anchors, **terms))
+        model(_view(seed=1), _view(seed=2))["total"].backward()
+        trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+        assert trainable and all(name.startswith("query.") for name in trainable)  # the key encoders stay out of DDP
+        assert not [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+
+
 def test_parts_switch_changes_banks_and_features():
     model = Pretrainer(TINY, _settings(parts="trunk", branches="joint"))
-    assert set(model.banks) == {"joint_hand", "joint_trunk"}
+    assert set(model.banks) == {"joint_trunk"}  # only the used part has a bank, an encoder and a head
+    assert set(model.query["joint"].heads) == {"trunk"}
+    assert {part_of(name) for name, _ in model.query["joint"].encoder.named_parameters()} == {"trunk"}
     authors = Pretrainer(TINY, _settings(transfer_anchors="global"))
     assert authors.banks["joint_global"].size == 16 and authors.banks["joint_hand"].size == 8
     assert model.features(_view()).shape == (4, TINY.width)
@@ -150,5 +169,27 @@ def test_real_run_knn_accuracy_rises_well_above_chance(ksl_dataset, tmp_path):
     root, dataset = ksl_dataset
     params = tiny_params(root, 5, knn_every=5, lr_steps=[])
     result = run_pretrain(params, dataset, tmp_path, tmp_path / "live", resume=False)
-    assert result.last_metrics["knn_accuracy"] >= 0.25 + 0.4
+    assert result.last_metrics["val/knn_top1"] >= 0.25 + 0.4
     assert (tmp_path / "live" / "metrics.json").is_file()
+
+
+def test_knn_monitor_without_a_validation_split_records_nothing_and_never_reads_test(ksl_no_val, tmp_path, monkeypatch,
+                                                                                    caplog):
+    from slrpipe.pretrain import train
+
+    read = []
+    original = train.PoseDataset.__init__
+
+    def spy(self, path, settings, mode="eval", split=None, *args, **kwargs):
+        read.append(split)
+        original(self, path, settings, mode, split, *args, **kwargs)
+
+    monkeypatch.setattr(train.PoseDataset, "__init__", spy)
+    root, dataset = ksl_no_val
+    with caplog.at_level(logging.INFO, logger="slrpipe.pretrain.train"):
+        result = train.run_pretrain(tiny_params(root, 2, knn_every=1), dataset, tmp_path, tmp_path / "live", resume=False)
+    assert "test" not in read
+    assert not [name for name in result.last_metrics if "knn" in name]
+    assert "knn" not in (tmp_path / "live" / "metrics.json").read_text()
+    said = [r.getMessage() for r in caplog.records if "kNN monitor" in r.getMessage()]
+    assert len(said) == 1 and "no validation split" in said[0]  # once per run, not once per monitored epoch

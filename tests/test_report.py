@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from slrpipe.config import parse_params
 from slrpipe.errors import SlrpipeError
-from slrpipe.report import NO_PUBLISHED, paper_dataset, paper_results, run_report, tsne_2d, tsne_perplexity
+from slrpipe.report import (NO_PUBLISHED, paper_dataset, paper_results, run_report, selection_text, tsne_2d,
+                            tsne_perplexity)
 
 GLOSSES = ["bad", "do it", "don't", "follow me", "glad", "good", "hate", "i'm fine", "no", "sorry", "tired", "yes"]
 METRICS = {"per_instance": {"top1": 0.423077, "top5": 0.884615}, "per_class": {"top1": 0.401389, "top5": 0.875}}
@@ -69,7 +70,7 @@ def write_live(root: Path, pretrain: bool = True, finetune: bool = True) -> dict
         for name, scale in (("total", 12), ("contrast_joint", 5), ("contrast_motion", 4.5), ("consistency_joint", 1.3),
                             ("consistency_motion", 1.5), ("transfer_joint_to_motion", 2.8), ("transfer_motion_to_joint", 3)):
             write_curve(root / "pretrain", f"loss/{name}", epochs, scale * (0.3 + 0.7 * decay))
-        write_curve(root / "pretrain", "knn_accuracy", [4, 9, 14, 19, 24, 29], [0.31, 0.35, 0.42, 0.46, 0.5, 0.5])
+        write_curve(root / "pretrain", "val/knn_top1", [4, 9, 14, 19, 24, 29], [0.31, 0.35, 0.42, 0.46, 0.5, 0.5])
         write_curve(root / "pretrain", "lr", epochs, np.where(epochs < 20, 0.01, 0.001))
     if finetune:
         write_curve(root / "finetune", "train/loss", epochs, 4.5 * decay + 0.02)
@@ -327,3 +328,22 @@ def test_schedule_describes_only_the_lr_drops_that_happened():
     assert _schedule(0.01, 0.1, (20,), 20) == "0.01 (constant; lr_steps 20 not reached in 20 epochs)"
     assert _schedule(0.01, 0.1, (10, 40), 30) == "0.01 (x0.1 after epoch 10; lr_steps 40 not reached in 30 epochs)"
     assert _schedule(0.01, 0.1, (), 30) == "0.01 (constant)"
+
+
+@pytest.mark.parametrize(("selected", "expected"), [
+    ({"epoch": 12, "val": {"top1": 0.5}}, "epoch 12 of 30, the best validation top-1 (50.00 %) (`finetune.select: val`)"),
+    ({"epoch": 30}, "epoch 30 of 30, the last (`finetune.select: last`)"),
+    ({"epoch": 7, "test": {"top1": 0.625}}, "selected on test (authors' protocol, optimistic): epoch 7 of 30, the best test "
+                                            "top-1 during training (62.50 %) (`finetune.select: test`)"),
+])
+def test_selection_text_names_the_split_that_chose_the_epoch(selected, expected):
+    assert selection_text({**METRICS, "selected": selected}, 30) == expected
+
+
+def test_results_md_says_how_the_model_was_selected(msasl, tmp_path):
+    _path, text = msasl  # metrics.json without `selected`: a model file that did not record it
+    assert "| Model selection | not recorded in the model file" in text
+    _path, text = render(tmp_path, metrics={**METRICS, "selected": {"epoch": 7, "test": {"top1": 0.625}}})
+    assert "| Model selection | selected on test (authors' protocol, optimistic): epoch 7 of 60" in text
+    assert "The model was selected on test (authors' protocol, optimistic)" in text
+    assert "| all test samples | 42.31 |" in text  # `selected` is not an evaluated set

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from slrpipe import losses
 from slrpipe.config import ModelSize, PretrainParams
-from slrpipe.model import SignEncoder
+from slrpipe.model import SignEncoder, parts_of
 from slrpipe.pretrain.queue import KeyQueue
 
 MODALITIES = ("joint", "motion")
@@ -20,10 +20,6 @@ MODALITIES = ("joint", "motion")
 
 def modalities_of(settings: PretrainParams) -> tuple[str, ...]:
     return MODALITIES if settings.branches == "both" else (settings.branches,)
-
-
-def parts_of(settings: PretrainParams) -> tuple[str, ...]:
-    return ("hand", "trunk") if settings.parts == "both" else (settings.parts,)
 
 
 class Projector(nn.Sequential):
@@ -34,18 +30,20 @@ class Projector(nn.Sequential):
 
 
 class Branch(nn.Module):
-    """One modality's encoder with an MLP head on each output, giving L2-normalized embeddings."""
+    """One modality's encoder with an MLP head on each part it encodes, giving L2-normalized
+    embeddings. Only the used parts and heads exist, so every parameter gets a gradient (DDP)."""
 
-    def __init__(self, size: ModelSize, global_head: bool) -> None:
+    def __init__(self, size: ModelSize, parts: tuple[str, ...], global_head: bool) -> None:
         super().__init__()
-        self.encoder = SignEncoder(size)
-        self.heads = nn.ModuleDict({"hand": Projector(size), "trunk": Projector(size)})
-        if global_head:  # authors' form: a third head on f_hand + f_trunk
+        self.encoder = SignEncoder(size, parts)
+        self.heads = nn.ModuleDict({part: Projector(size) for part in self.encoder.parts})
+        if global_head:  # authors' form: one more head on the summed feature (f_hand + f_trunk)
             self.heads["global"] = Projector(size)
 
     def forward(self, coords: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        f_hand, f_trunk = self.encoder(coords, masks)
-        features = {"hand": f_hand, "trunk": f_trunk, "global": f_hand + f_trunk}
+        features = self.encoder(coords, masks)
+        if "global" in self.heads:
+            features["global"] = sum(features.values())
         return {name: F.normalize(head(features[name]), dim=1) for name, head in self.heads.items()}
 
 
@@ -65,9 +63,9 @@ class Pretrainer(nn.Module):
         super().__init__()
         self.settings = settings
         self.modalities = modalities_of(settings)
-        self.parts = parts_of(settings)
+        self.parts = parts_of(settings.parts)
         global_head = settings.transfer_anchors == "global"
-        self.query = nn.ModuleDict({m: Branch(size, global_head) for m in self.modalities})
+        self.query = nn.ModuleDict({m: Branch(size, self.parts, global_head) for m in self.modalities})
         self.key = copy.deepcopy(self.query)
         for parameter in self.key.parameters():
             parameter.requires_grad_(False)
@@ -75,7 +73,7 @@ class Pretrainer(nn.Module):
         # One bank per modality and part (paper); the authors' form adds a global bank and
         # keeps the part banks smaller.
         part_bank = settings.part_bank_size if global_head else settings.bank_size
-        banks = {f"{m}_{p}": KeyQueue(part_bank, size.head_dim) for m in self.modalities for p in ("hand", "trunk")}
+        banks = {f"{m}_{p}": KeyQueue(part_bank, size.head_dim) for m in self.modalities for p in self.parts}
         if global_head:
             banks.update({f"{m}_global": KeyQueue(settings.bank_size, size.head_dim) for m in self.modalities})
         self.banks = nn.ModuleDict(banks)
@@ -149,15 +147,11 @@ class Pretrainer(nn.Module):
         # Enqueue after the losses used the banks: this batch's keys are negatives from the next step on.
         for m in self.modalities:
             for part, embedding in key[m].items():
-                if f"{m}_{part}" in self.banks:
-                    self.banks[f"{m}_{part}"].enqueue(gather(embedding) if s.gather_keys else embedding)
+                self.banks[f"{m}_{part}"].enqueue(gather(embedding) if s.gather_keys else embedding)
         return terms
 
     @torch.no_grad()
     def features(self, view: dict) -> torch.Tensor:
         """Query encoders' sequence features f = f_hand + f_trunk, concatenated over modalities (kNN monitor)."""
-        out = []
-        for m in self.modalities:
-            f_hand, f_trunk = self.query[m].encoder(view[m], view["mask"])
-            out.append(F.normalize(sum({"hand": f_hand, "trunk": f_trunk}[p] for p in self.parts), dim=1))
-        return torch.cat(out, dim=1)
+        return torch.cat([F.normalize(sum(self.query[m].encoder(view[m], view["mask"]).values()), dim=1)
+                          for m in self.modalities], dim=1)

@@ -55,18 +55,20 @@ def embed(model: Pretrainer, dataset: PoseDataset, device: torch.device, batch_s
     return torch.cat(features), torch.cat(labels)
 
 
+KNN_METRIC = "val/knn_top1"
+
+
 def knn_monitor(model: Pretrainer, params: Params, dataset_path: Path, device: torch.device) -> float | None:
-    """kNN accuracy of validation samples against training samples (both un-augmented)."""
+    """kNN top-1 of validation samples against training samples (both un-augmented); None
+    without a validation split (never the test split: the monitor guides decisions)."""
     settings = params.pretrain
     bank = PoseDataset(dataset_path, params.augment, "eval", split="train")
     probe = PoseDataset(dataset_path, params.augment, "eval", split="val")
-    if len(probe) == 0:
-        probe = PoseDataset(dataset_path, params.augment, "eval", split="test")
     if len(bank) == 0 or len(probe) == 0:
         return None
     train_x, train_y = embed(model, bank, device, settings.batch_size)
-    test_x, test_y = embed(model, probe, device, settings.batch_size)
-    return knn_accuracy(train_x, train_y, test_x, test_y, settings.knn_neighbours, len(bank.glosses))
+    val_x, val_y = embed(model, probe, device, settings.batch_size)
+    return knn_accuracy(train_x, train_y, val_x, val_y, settings.knn_neighbours, len(bank.glosses))
 
 
 def run_pretrain(params: Params, dataset_path: Path, out_dir: Path, live_dir: Path | None, resume: bool,
@@ -109,6 +111,7 @@ def _train(params: Params, dataset_path: Path, out_dir: Path, live_dir: Path | N
     last_epoch = settings.epochs if stop_after is None else min(settings.epochs, stop_after)
     autocast = runtime.device.type == "cuda" and settings.bf16
     metrics: dict[str, float] = {}
+    knn_off_said = False
     for epoch in range(first_epoch, last_epoch):
         start_epoch(loader, epoch)
         sums: dict[str, float] = defaultdict(float)
@@ -135,7 +138,10 @@ def _train(params: Params, dataset_path: Path, out_dir: Path, live_dir: Path | N
         if (epoch + 1) % settings.knn_every == 0 or epoch + 1 == settings.epochs:
             accuracy = knn_monitor(model, params, dataset_path, runtime.device) if runtime.is_main else None
             if accuracy is not None:
-                metrics["knn_accuracy"] = accuracy
+                metrics[KNN_METRIC] = accuracy
+            elif runtime.is_main and not knn_off_said:
+                log.warning("%s has no validation split: the kNN monitor records nothing", dataset_path)
+                knn_off_said = True
         if runtime.is_main:
             log.info("epoch %d/%d %s", epoch + 1, settings.epochs, ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
             log_epoch(live, metrics)
