@@ -65,7 +65,7 @@ def main() -> None:
 
     def full_step() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
-            terms = model(view_q, view_k)
+            terms, _ = model(view_q, view_k)
         optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
         optimizer.step()

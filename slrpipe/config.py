@@ -7,6 +7,7 @@ the key (`params.yaml: extract.batch_size: Input should be greater than 0`).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -231,6 +232,15 @@ class PretrainParams(Section):
     # kNN accuracy of the query encoders' features on the validation split, every few epochs.
     knn_every: int = Field(default=5, ge=1)
     knn_neighbours: int = Field(default=20, ge=1)
+
+    @property
+    def contrast_chance(self) -> float:
+        """A branch's contrastive loss (Eq. 2, summed over the contrasted embeddings) when the
+        positive is no more similar than the negatives: ln(bank + 1) per embedding."""
+        parts = 2 if self.parts == "both" else 1
+        if self.transfer_anchors == "global":  # the authors' form also contrasts the global embedding
+            return parts * math.log(self.part_bank_size + 1) + math.log(self.bank_size + 1)
+        return parts * math.log(self.bank_size + 1)
 
 
 class Schedule(Section):

@@ -63,6 +63,7 @@ LEGEND_CLASSES = 20  # at most this many classes get a colour and a legend entry
 TSNE_MAX_POINTS = 5000  # t-SNE of more test samples runs on a seeded random subset
 TSNE_SEED = 0
 DASH = "–"
+PRETRAIN_LOSS = "train/loss/"  # the pretrain stage's loss terms, averaged over the training batches
 KNN_CURVE = "val/knn_top1"  # the pretrain stage's kNN monitor, on the validation split
 
 
@@ -185,7 +186,7 @@ def read_embeddings(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
 
 
 def read_curves(live_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """dvclive's `plots/metrics/**/*.tsv` of one stage: name ('loss/total') -> (steps, values)."""
+    """dvclive's `plots/metrics/**/*.tsv` of one stage: name ('train/loss/total') -> (steps, values)."""
     root = live_dir / "plots" / "metrics"
     curves = {}
     for path in sorted(root.rglob("*.tsv")) if root.is_dir() else []:
@@ -598,21 +599,26 @@ def _empty(ax, title: str, why: str) -> None:
 
 
 def plot_curves(path: Path, curves: dict[str, dict], missing_why: dict[str, str],
-                lr_steps: dict[str, Sequence[int]] | None = None) -> None:
+                lr_steps: dict[str, Sequence[int]] | None = None, contrast_chance: float | None = None) -> None:
     """2 x 2 panels: pretraining losses, pretraining kNN accuracy, fine-tuning loss, fine-tuning accuracy;
-    dotted lines where the learning rate drops (`lr_steps`: stage -> MultiStepLR milestones)."""
+    dotted lines where the learning rate drops (`lr_steps`: stage -> MultiStepLR milestones), and a
+    dashed line at the contrastive terms' chance level (`contrast_chance`: PretrainParams.contrast_chance)."""
     lr_steps = lr_steps or {}
     figure = _figure(12.5, 8.5)
     (loss_ax, knn_ax), (ft_loss_ax, ft_acc_ax) = figure.subplots(2, 2)
     pre = curves.get("pretrain", {})
     fine = curves.get("finetune", {})
 
-    losses = {name: c for name, c in pre.items() if name.startswith("loss/")}
+    losses = {name: c for name, c in pre.items() if name.startswith(PRETRAIN_LOSS)}
     if losses:
-        for name, (steps, values) in sorted(losses.items(), key=lambda item: item[0] != "loss/total"):
-            total = name == "loss/total"
-            loss_ax.plot(_epochs(steps), values, label=name.split("/", 1)[1].replace("_", " "),
+        for name, (steps, values) in sorted(losses.items(), key=lambda item: item[0] != f"{PRETRAIN_LOSS}total"):
+            total = name == f"{PRETRAIN_LOSS}total"
+            loss_ax.plot(_epochs(steps), values, label=name.removeprefix(PRETRAIN_LOSS).replace("_", " "),
                          color="black" if total else None, linewidth=2.2 if total else 1.2)
+        if contrast_chance is not None and any(name.startswith(f"{PRETRAIN_LOSS}contrast_") for name in losses):
+            # A contrastive term at this line has learned nothing: the positive is one key among bank + 1.
+            loss_ax.axhline(contrast_chance, color="tab:red", linestyle="--", linewidth=1.2,
+                            label=f"contrast at chance ({contrast_chance:.2f})")
         _lr_drops(loss_ax, lr_steps.get("pretrain", ()), pre)
         loss_ax.set_title("Pretraining losses", fontsize=12)
         loss_ax.set_xlabel("epoch")
@@ -903,7 +909,8 @@ def run_report(params: Params, eval_dir: Path, preprocess_dir: Path, live_dirs: 
         schedules = {"pretrain": (params.pretrain.lr_steps, params.pretrain.epochs),
                      "finetune": (params.finetune.schedule.lr_steps, params.finetune.schedule.epochs)}
         lr_steps = {stage: [m for m in steps if 0 < m < epochs] for stage, (steps, epochs) in schedules.items()}
-        plot_curves(figure_dir / CURVES_PNG, inputs.curves, _missing_why(params, inputs), lr_steps)
+        plot_curves(figure_dir / CURVES_PNG, inputs.curves, _missing_why(params, inputs), lr_steps,
+                    params.pretrain.contrast_chance)
         figures["curves"] = None
     else:
         figures["curves"] = "neither pretraining nor fine-tuning curves were found"

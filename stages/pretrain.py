@@ -33,7 +33,7 @@ def pretrain(
     setup_logging(verbose)
     with user_errors():
         result = run_pretrain(load_params(params), dataset, out_dir, live_dir, resume)
-    shown = ", ".join(f"{k} {v:.4g}" for k, v in result.last_metrics.items() if k in ("loss/total", KNN_METRIC))
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in result.last_metrics.items() if k in ("train/loss/total", KNN_METRIC))
     typer.echo(f"pretrain: {result.epochs_run} epochs run ({shown}) -> {result.checkpoint}")
 
 

@@ -1,5 +1,7 @@
 from pathlib import Path
 
+import math
+
 import pytest
 import yaml
 
@@ -119,3 +121,12 @@ def test_lr_steps_beyond_epochs_are_named(tmp_path, text, key, step, epochs):
         load_params(path)
     assert str(error.value) == (f"{path}: {key}.lr_steps: step {step} is not within 1..{epochs - 1} ({key}.epochs is {epochs}): "
                                 "the lr drops after that many epochs, so a step must come before the last")
+
+
+def test_contrast_chance_is_ln_bank_plus_one_per_contrasted_embedding():
+    from slrpipe.config import PretrainParams
+
+    assert PretrainParams(bank_size=64).contrast_chance == pytest.approx(2 * math.log(65))
+    assert PretrainParams(bank_size=64, parts="hand").contrast_chance == pytest.approx(math.log(65))
+    global_form = PretrainParams(bank_size=64, part_bank_size=32, transfer_anchors="global", transfer_top_k=16)
+    assert global_form.contrast_chance == pytest.approx(2 * math.log(33) + math.log(65))

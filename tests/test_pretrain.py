@@ -56,7 +56,7 @@ def test_gradients_reach_query_encoders_only():
     torch.manual_seed(0)
     model = Pretrainer(TINY, _settings())
     banks_before = {name: buffer.clone() for name, buffer in model.banks.named_buffers()}
-    terms = model(_view(seed=1), _view(seed=2))
+    terms, _ = model(_view(seed=1), _view(seed=2))
     key_before = [p.detach().clone() for p in model.key.parameters()]
     banks_after_forward = {name: buffer.clone() for name, buffer in model.banks.named_buffers()}
     terms["total"].backward()
@@ -88,7 +88,7 @@ def test_gradients_reach_query_encoders_only():
 def test_ablation_switches_remove_terms(changes, expected):
     torch.manual_seed(0)
     model = Pretrainer(TINY, _settings(**changes))
-    terms = model(_view(seed=1), _view(seed=2))
+    terms, _ = model(_view(seed=1), _view(seed=2))
     assert set(terms) - {"total"} == expected
     s = model.settings
     weight = {"joint": s.lambda_joint, "motion": s.lambda_motion}
@@ -104,7 +104,7 @@ def test_every_trainable_parameter_gets_a_gradient(branches, parts, anchors):
     torch.manual_seed(0)
     for terms in ({}, {"use_consistency": False, "use_knowledge_transfer": False}):
         model = Pretrainer(TINY, _settings(branches=branches, parts=parts, transfer_anchors=anchors, **terms))
-        model(_view(seed=1), _view(seed=2))["total"].backward()
+        model(_view(seed=1), _view(seed=2))[0]["total"].backward()
         trainable = {name for name, p in model.named_parameters() if p.requires_grad}
         assert trainable and all(name.startswith("query.") for name in trainable)  # the key encoders stay out of DDP
         assert not [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
@@ -171,6 +171,15 @@ def test_real_run_knn_accuracy_rises_well_above_chance(ksl_dataset, tmp_path):
     result = run_pretrain(params, dataset, tmp_path, tmp_path / "live", resume=False)
     assert result.last_metrics["val/knn_top1"] >= 0.25 + 0.4
     assert (tmp_path / "live" / "metrics.json").is_file()
+    # Each contrasted embedding's diagnostics are logged, named by the split they describe.
+    for modality in ("joint", "motion"):
+        assert f"train/loss/contrast_{modality}" in result.last_metrics
+        for part in ("hand", "trunk"):
+            positive, negative = (result.last_metrics[f"train/{s}_{modality}_{part}"] for s in ("positive", "negative"))
+            assert -1 <= negative <= 1 and -1 <= positive <= 1
+            assert 0 <= result.last_metrics[f"train/alignment_{modality}_{part}"] <= 4
+            assert result.last_metrics[f"train/uniformity_{modality}_{part}"] <= 0
+            assert (tmp_path / "live" / "plots" / "metrics" / "train" / f"uniformity_{modality}_{part}.tsv").is_file()
 
 
 def test_knn_monitor_without_a_validation_split_records_nothing_and_never_reads_test(ksl_no_val, tmp_path, monkeypatch,

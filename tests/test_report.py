@@ -69,7 +69,7 @@ def write_live(root: Path, pretrain: bool = True, finetune: bool = True) -> dict
     if pretrain:
         for name, scale in (("total", 12), ("contrast_joint", 5), ("contrast_motion", 4.5), ("consistency_joint", 1.3),
                             ("consistency_motion", 1.5), ("transfer_joint_to_motion", 2.8), ("transfer_motion_to_joint", 3)):
-            write_curve(root / "pretrain", f"loss/{name}", epochs, scale * (0.3 + 0.7 * decay))
+            write_curve(root / "pretrain", f"train/loss/{name}", epochs, scale * (0.3 + 0.7 * decay))
         write_curve(root / "pretrain", "val/knn_top1", [4, 9, 14, 19, 24, 29], [0.31, 0.35, 0.42, 0.46, 0.5, 0.5])
         write_curve(root / "pretrain", "lr", epochs, np.where(epochs < 20, 0.01, 0.001))
     if finetune:

@@ -102,7 +102,8 @@ class Pretrainer(nn.Module):
             return embeddings["global"]
         return sum(embeddings[part] for part in self.parts)
 
-    def forward(self, view_q: dict, view_k: dict) -> dict[str, torch.Tensor]:
+    def forward(self, view_q: dict, view_k: dict) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(loss terms with "total", diagnostics of the embeddings): 0-d tensors, left on the device."""
         s = self.settings
         query = {m: self.query[m](view_q[m], view_q["mask"]) for m in self.modalities}
         with torch.no_grad():
@@ -111,6 +112,7 @@ class Pretrainer(nn.Module):
 
         banks = self.snapshot()
         terms: dict[str, torch.Tensor] = {}
+        diagnostics: dict[str, torch.Tensor] = {}
         contrasted = self.parts + (("global",) if s.transfer_anchors == "global" else ())
         for m in self.modalities:
             terms[f"contrast_{m}"] = sum(
@@ -135,6 +137,13 @@ class Pretrainer(nn.Module):
                     s.transfer_top_k, s.tau_teacher, s.tau_student,
                 )
 
+        # Diagnostics, no gradient: positive / negative cosine, alignment and uniformity of each
+        # contrasted embedding tell collapse, too-different views and stale negatives apart.
+        for m in self.modalities:
+            for p in contrasted:
+                for stat, value in losses.embedding_stats(query[m][p], key[m][p], banks[f"{m}_{p}"]).items():
+                    diagnostics[f"{stat}_{m}_{p}"] = value
+
         transfer = [value for name, value in terms.items() if name.startswith("transfer_")]
         total = losses.total_loss(
             terms.get("contrast_joint"), terms.get("consistency_joint"),
@@ -148,7 +157,7 @@ class Pretrainer(nn.Module):
         for m in self.modalities:
             for part, embedding in key[m].items():
                 self.banks[f"{m}_{part}"].enqueue(gather(embedding) if s.gather_keys else embedding)
-        return terms
+        return terms, diagnostics
 
     @torch.no_grad()
     def features(self, view: dict) -> torch.Tensor:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,25 +113,25 @@ def _train(params: Params, dataset_path: Path, out_dir: Path, live_dir: Path | N
     knn_off_said = False
     for epoch in range(first_epoch, last_epoch):
         start_epoch(loader, epoch)
-        sums: dict[str, float] = defaultdict(float)
+        sums: dict[str, torch.Tensor] = {}
         seen, started = 0, time.perf_counter()
         progress = tqdm(loader, desc=f"pretrain {epoch + 1}/{settings.epochs}", unit="batch", disable=not runtime.is_main,
                         dynamic_ncols=True, leave=False)
         for batch in progress:
             view_q, view_k = to_device(batch["views"], runtime.device)
             with torch.autocast(runtime.device.type, dtype=torch.bfloat16, enabled=autocast):
-                terms = trained(view_q, view_k)
+                terms, diagnostics = trained(view_q, view_k)
             optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
             optimizer.step()
             size = len(batch["label"])
             seen += size
-            for name, value in terms.items():
-                sums[name] += value.item() * size
-            progress.set_postfix(loss=f"{terms['total'].item():.3f}")
+            # Summed on the device and read once per epoch: no host-device sync per step.
+            for name, value in [*((f"loss/{n}", v) for n, v in terms.items()), *diagnostics.items()]:
+                sums[name] = sums.get(name, 0.0) + value.detach().float() * size
         scheduler.step()
         elapsed = time.perf_counter() - started
-        metrics = {f"loss/{name}": total / max(seen, 1) for name, total in sums.items()}
+        metrics = {f"train/{name}": (total / max(seen, 1)).item() for name, total in sums.items()}
         metrics["lr"] = optimizer.param_groups[0]["lr"]
         metrics["samples_per_second"] = seen * runtime.world_size / elapsed
         if (epoch + 1) % settings.knn_every == 0 or epoch + 1 == settings.epochs:
