@@ -202,3 +202,28 @@ def test_knn_monitor_without_a_validation_split_records_nothing_and_never_reads_
     assert "knn" not in (tmp_path / "live" / "metrics.json").read_text()
     said = [r.getMessage() for r in caplog.records if "kNN monitor" in r.getMessage()]
     assert len(said) == 1 and "no validation split" in said[0]  # once per run, not once per monitored epoch
+
+
+def test_enqueue_keys_puts_the_key_encoders_embeddings_into_every_bank():
+    torch.manual_seed(0)
+    model = Pretrainer(TINY, PretrainParams(bank_size=4, transfer_top_k=2))
+    view = _view(batch=4, seed=3)
+    model.enqueue_keys(view)
+    with torch.no_grad():
+        expected = {m: model.key[m](view[m], view["mask"]) for m in model.modalities}
+    for m in model.modalities:
+        for part in ("hand", "trunk"):
+            torch.testing.assert_close(model.banks[f"{m}_{part}"].keys, expected[m][part])
+
+
+@pytest.mark.parametrize("bank_init", ["keys", "random"])
+def test_bank_init_fills_the_banks_before_the_first_step(ksl_dataset, tmp_path, monkeypatch, bank_init):
+    from slrpipe.pretrain import train
+
+    calls = []
+    monkeypatch.setattr(Pretrainer, "enqueue_keys", lambda self, view: calls.append(len(view["mask"]["trunk"])))
+    root, dataset = ksl_dataset
+    # Bank 40, batch 16: three batches of real keys fill it before training starts.
+    train.run_pretrain(tiny_params(root, 1, knn_every=10, bank_size=40, bank_init=bank_init), dataset, tmp_path, None,
+                       resume=False)
+    assert calls == ([16, 16, 16] if bank_init == "keys" else [])

@@ -154,10 +154,20 @@ class Pretrainer(nn.Module):
         terms["total"] = total
 
         # Enqueue after the losses used the banks: this batch's keys are negatives from the next step on.
+        self._enqueue(key)
+        return terms, diagnostics
+
+    @torch.no_grad()
+    def _enqueue(self, key: dict[str, dict[str, torch.Tensor]]) -> None:
         for m in self.modalities:
             for part, embedding in key[m].items():
-                self.banks[f"{m}_{part}"].enqueue(gather(embedding) if s.gather_keys else embedding)
-        return terms, diagnostics
+                self.banks[f"{m}_{part}"].enqueue(gather(embedding) if self.settings.gather_keys else embedding)
+
+    @torch.no_grad()
+    def enqueue_keys(self, view: dict) -> None:
+        """The key encoders' embeddings of one view batch into the banks, without a loss or an
+        update (pretrain.bank_init: keys fills the banks this way before the first step)."""
+        self._enqueue({m: self.key[m](view[m], view["mask"]) for m in self.modalities})
 
     @torch.no_grad()
     def features(self, view: dict) -> torch.Tensor:

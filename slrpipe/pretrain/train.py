@@ -4,6 +4,7 @@ a kNN monitor, a checkpoint every epoch, resume, and dvclive metrics."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from slrpipe.config import Params
+from slrpipe.config import Params, PretrainParams
 from slrpipe.data import PoseDataset
 from slrpipe.errors import SlrpipeError
 from slrpipe.h5io import file_digest
@@ -70,6 +71,29 @@ def knn_monitor(model: Pretrainer, params: Params, dataset_path: Path, device: t
     return knn_accuracy(train_x, train_y, val_x, val_y, settings.knn_neighbours, len(bank.glosses))
 
 
+def fill_banks(model: Pretrainer, loader: DataLoader, runtime: Runtime, settings: PretrainParams) -> None:
+    """Fill every bank with real keys of training samples before the first step (bank_init: keys).
+
+    Every rank runs the same number of batches (the sampler gives each the same count), so the
+    key gathering of several GPUs stays in step. Epoch 0 starts afresh afterwards (start_epoch
+    reseeds everything), so this pass does not change what training sees."""
+    largest = max(queue.size for queue in model.banks.values())
+    per_batch = settings.batch_size * (runtime.world_size if settings.gather_keys else 1)
+    needed = math.ceil(largest / per_batch)
+    autocast = runtime.device.type == "cuda" and settings.bf16
+    start_epoch(loader, 0)
+    batches = 0
+    for batch in loader:
+        if batches == needed:
+            break
+        with torch.autocast(runtime.device.type, dtype=torch.bfloat16, enabled=autocast):
+            model.enqueue_keys(to_device(batch["views"][1], runtime.device))
+        batches += 1
+    if batches < needed:
+        log.warning("the training set fills only %d of the %d bank entries with real keys: the rest stay random "
+                    "(set pretrain.bank_size below the number of training samples)", batches * per_batch, largest)
+
+
 def run_pretrain(params: Params, dataset_path: Path, out_dir: Path, live_dir: Path | None, resume: bool,
                  epochs: int | None = None) -> PretrainResult:
     """Pretrain for params.pretrain.epochs (or `epochs`, to stop early as if interrupted)."""
@@ -106,6 +130,8 @@ def _train(params: Params, dataset_path: Path, out_dir: Path, live_dir: Path | N
         trained = DistributedDataParallel(model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None,
                                           broadcast_buffers=False)
     live = open_live(live_dir, first_epoch) if runtime.is_main else None
+    if first_epoch == 0 and settings.bank_init == "keys":
+        fill_banks(model, loader, runtime, settings)
 
     last_epoch = settings.epochs if stop_after is None else min(settings.epochs, stop_after)
     autocast = runtime.device.type == "cuda" and settings.bf16
