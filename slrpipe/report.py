@@ -147,12 +147,14 @@ def _read_json(path: Path, stage: str) -> dict:
 
 
 def read_metrics(path: Path) -> dict:
-    """The evaluate stage's test-split metrics (the "test" part of metrics.json)."""
-    metrics = _read_json(path, "evaluate").get("test")
+    """The evaluate stage's test-split metrics (the "test" part of metrics.json), with how the
+    evaluated model was selected (its "selected" part) when recorded."""
+    whole = _read_json(path, "evaluate")
+    metrics = whole.get("test")
     top = metrics.get("per_instance") if isinstance(metrics, dict) else None
     if not isinstance(top, dict) or "top1" not in top:
         raise SlrpipeError(f"{path} has no test/per_instance/top1 accuracy: rerun `dvc repro evaluate`")
-    return metrics
+    return {**metrics, "selected": whole["selected"]} if "selected" in whole else metrics
 
 
 def read_per_class(path: Path) -> list[dict]:

@@ -33,7 +33,9 @@ def write_eval(folder: Path, metrics: dict | None = None, branches: tuple[str, .
     rng = np.random.default_rng(1)
     labels = np.arange(samples) % classes
     metrics = {**(METRICS if metrics is None else metrics), "samples": samples}
-    (folder / "metrics.json").write_text(json.dumps({"test": metrics}, indent=2))
+    # As evaluate writes it: the test split's numbers under "test", how best.pt was chosen beside them.
+    selected = {"selected": metrics.pop("selected")} if "selected" in metrics else {}
+    (folder / "metrics.json").write_text(json.dumps({"test": metrics, **selected}, indent=2))
     with (folder / "per_class.csv").open("w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["label", "gloss", "samples", "top1", "top5"])
