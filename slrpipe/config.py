@@ -210,10 +210,11 @@ class PretrainParams(Section):
     tau_teacher: float = Field(default=0.05, gt=0)
     tau_student: float = Field(default=0.1, gt=0)
     momentum: float = Field(default=0.99, ge=0, le=1)  # key encoder EMA; authors: 0.999
-    # Banks before the first step: `keys` (ours) fills them with the key encoders' embeddings of
-    # training samples; `random` (MoCo, the authors' code) starts from random unit vectors, which
-    # are easy negatives, so the first epoch's contrastive loss reads far below chance, then rises.
-    bank_init: Literal["keys", "random"] = "keys"
+    # Banks before the first step: `random` (MoCo, the authors' code) starts from random unit
+    # vectors, which are easy negatives, so the first epoch's contrastive loss reads far below
+    # chance, then rises; `keys` fills them with the key encoders' embeddings of training samples,
+    # so the curve starts honest (it cost kNN accuracy in a small test: bench/RESULTS.md).
+    bank_init: Literal["random", "keys"] = "random"
     # Several GPUs: gather keys from every rank before enqueueing, so each bank sees the
     # global batch. authors: false (per-GPU banks).
     gather_keys: bool = True
