@@ -270,6 +270,11 @@ class FinetuneParams(Section):
     # validation split); `last` = the final epoch; authors: `test` = best test top-1, which lets
     # the test split pick the model (METHOD.md section 9; optimistic, and results.md says so).
     select: Literal["val", "last", "test"] = "val"
+    # Before each epoch's validation (hence in best.pt), recompute the encoders' BatchNorm
+    # statistics on un-augmented views of the training samples (ours). Without it (paper,
+    # authors), evaluation normalizes clean sequences with statistics of augmented ones.
+    # The linear protocol's frozen encoders keep their pretrained statistics either way.
+    recalibrate_bn: bool = True
     schedules: dict[str, Schedule] = {
         "finetune": Schedule(epochs=60),
         "linear": Schedule(epochs=70, lr_steps=(50,)),

@@ -25,7 +25,16 @@ from slrpipe.metrics import per_instance_accuracy
 from slrpipe.model import SignEncoder, part_of, parts_of
 from slrpipe.runtime import Runtime, code_digest, fingerprint, save_checkpoint, start, stop
 from slrpipe.subsets import subset_key
-from slrpipe.training import Checkpointer, log_epoch, open_live, sgd_with_steps, start_epoch, to_device, train_loader
+from slrpipe.training import (
+    Checkpointer,
+    log_epoch,
+    open_live,
+    recalibrate_batchnorm,
+    sgd_with_steps,
+    start_epoch,
+    to_device,
+    train_loader,
+)
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +170,8 @@ def _train(params: Params, dataset_path: Path, pretrained: Path, out_dir: Path, 
     if len(train_set) == 0:
         raise SlrpipeError(f"{dataset_path} has no training samples")
     val_set = PoseDataset(dataset_path, params.augment, "eval", split="val")
+    # The training samples as evaluation sees them: what BatchNorm statistics are recomputed on.
+    train_views = PoseDataset(dataset_path, params.augment, "eval", split="train", subset=subset)
     if s.select == "val" and len(val_set) == 0:
         raise SlrpipeError(f"{dataset_path} has no validation split, which finetune.select: val needs to pick best.pt: "
                            "rerun preprocess with preprocess.val_fraction above 0, or set finetune.select: last")
@@ -215,6 +226,9 @@ def _train(params: Params, dataset_path: Path, pretrained: Path, out_dir: Path, 
                    "samples_per_second": seen * runtime.world_size / (time.perf_counter() - started)}
         if not runtime.is_main:
             continue
+        if s.recalibrate_bn and not linear:
+            recalibrate_batchnorm(model, DataLoader(train_views, batch_size=s.batch_size),
+                                  lambda batch: model(to_device(batch["view"], runtime.device)))
         for split, scored in (("val", val_set), ("test", test_set)):
             if scored is not None and len(scored):
                 metrics.update(split_accuracy(model, scored, split, runtime.device, s.batch_size))

@@ -188,3 +188,26 @@ def log_epoch(live, metrics: dict[str, float]) -> None:
     for name, value in metrics.items():
         live.log_metric(name, value)
     live.next_step()
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Any], forward: Any) -> None:
+    """Set every BatchNorm's running mean and variance to their exact average over `batches`.
+
+    Training normalizes each batch of augmented views by its own statistics, and the running
+    averages follow those; evaluation sees un-augmented sequences, whose statistics differ. Each
+    batch is passed to `forward` in train mode (no gradient); the model's mode is restored."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # None = cumulative average over every batch seen since the reset
+    was_training = model.training
+    model.train()
+    for batch in batches:
+        forward(batch)
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    model.train(was_training)

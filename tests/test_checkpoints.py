@@ -163,3 +163,17 @@ def test_resume_from_a_damaged_checkpoint_starts_over(tmp_path: Path, caplog: py
     assert checkpointer.resume(model, optimizer, scheduler) == (0, {})
     assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())
     assert f"{checkpointer.path}: not a readable PyTorch checkpoint" in caplog.text and "starting from scratch" in caplog.text
+
+
+def test_recalibrate_batchnorm_averages_the_statistics_of_every_batch():
+    from slrpipe.training import recalibrate_batchnorm
+
+    model = torch.nn.Sequential(torch.nn.Linear(1, 1, bias=False), torch.nn.BatchNorm1d(1))
+    torch.nn.init.ones_(model[0].weight)
+    model.eval()
+    batches = [torch.tensor([[1.0], [3.0]]), torch.tensor([[5.0], [7.0]])]
+    recalibrate_batchnorm(model, batches, model)
+    # Batch means 2 and 6 -> 4; unbiased batch variances 2 and 2 -> 2 (a cumulative average).
+    torch.testing.assert_close(model[1].running_mean, torch.tensor([4.0]))
+    torch.testing.assert_close(model[1].running_var, torch.tensor([2.0]))
+    assert model[1].momentum == 0.1 and not model.training  # settings and mode restored

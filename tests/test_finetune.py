@@ -11,6 +11,7 @@ import torch
 from slrpipe import finetune as finetune_module
 from slrpipe.checkpoints import load_checkpoint
 from slrpipe.config import FinetuneParams, PretrainParams
+from slrpipe.data import PoseDataset
 from slrpipe.errors import SlrpipeError
 from slrpipe.evaluate import run_evaluate
 from slrpipe.finetune import build_classifier, load_model, run_finetune
@@ -219,3 +220,23 @@ def test_a_one_part_classifier_takes_that_part_of_a_two_part_checkpoint():
     hand_only = {"model": Pretrainer(TINY, PretrainParams(bank_size=16, parts="hand")).state_dict()}
     with pytest.raises(SlrpipeError, match=f"{source}: its joint encoder has no trunk part: pretrain with parts both or trunk"):
         build_classifier(TINY, 4, FinetuneParams()).load_pretrained(hand_only, source)
+
+
+@pytest.mark.parametrize(("protocol", "recalibrate", "calls"), [("finetune", True, 2), ("finetune", False, 0), ("linear", True, 0)])
+def test_batchnorm_statistics_are_recomputed_on_clean_training_views_before_validation(
+        ksl_dataset, pretrained, tmp_path, monkeypatch, protocol, recalibrate, calls):
+    seen = []
+    original = finetune_module.recalibrate_batchnorm
+
+    def spy(model, batches, forward):
+        seen.append(sum(len(batch["label"]) for batch in batches))
+        original(model, batches, forward)
+
+    monkeypatch.setattr(finetune_module, "recalibrate_batchnorm", spy)
+    _, _, best = _finetune(ksl_dataset, pretrained, tmp_path, epochs=2, protocol=protocol, recalibrate_bn=recalibrate)
+    train_samples = len(PoseDataset(ksl_dataset[1], tiny_params(ksl_dataset[0], 1).augment, "eval", split="train"))
+    assert seen == [train_samples] * calls  # once per epoch, over every training sample
+    if calls:  # best.pt carries the recomputed statistics: evaluate and predict use them
+        model, _ = load_model(best)
+        norm = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d))
+        assert int(norm.num_batches_tracked) == -(-train_samples // 16)  # the recalibration's batches (batch size 16)
