@@ -63,10 +63,12 @@ def knn_test(params: Params, checkpoint: Path, dataset: Path) -> np.ndarray:
 
 def main(dataset: Path = typer.Option(..., help="dataset.h5 with train, val and test splits"),
          params: Path = Path("params.yaml"), out: Path = Path("bench/out/benefit"),
-         fraction: float = 0.2, draws: int = 2000) -> None:
+         fraction: float = 0.2, draws: int = 2000,
+         pretrained: Path = typer.Option(None, help="use this pretrain checkpoint instead of pretraining here")) -> None:
     settings = load_params(params)
-    pretrained = out / "pretrain" / "checkpoint.pt"
-    run_pretrain(settings, dataset, out / "pretrain", out / "pretrain_live", resume=True)
+    if pretrained is None:
+        pretrained = out / "pretrain" / "checkpoint.pt"
+        run_pretrain(settings, dataset, out / "pretrain", out / "pretrain_live", resume=True)
     random_init = out / "random" / "checkpoint.pt"
     if not random_init.is_file():
         torch.manual_seed(settings.pretrain.seed)
