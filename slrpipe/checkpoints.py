@@ -78,7 +78,7 @@ def load_checkpoint(path: str | Path, output: bool = False) -> dict:
             raise SlrpipeError(unreadable) from None
         raise SlrpipeError(f"{path}: refused by weights_only loading: {reason}") from None
     except Exception:  # noqa: BLE001 - on text or a cut-off file the unpickler and zip reader fail in many ways
-        log.debug("torch.load(%s) failed", path, exc_info=True)
+        log.debug("loading %s failed", path, exc_info=True)
         raise SlrpipeError(unreadable) from None
     if not isinstance(checkpoint, dict):
         raise SlrpipeError(f"{path}: expected a dict checkpoint, found {type(checkpoint).__name__}")
