@@ -41,7 +41,7 @@ def with_finetune(params: Params, **changes) -> Params:
     return params.model_copy(update={"finetune": params.finetune.model_copy(update=changes)})
 
 
-def test_correct(params: Params, model_path: Path, dataset: Path) -> np.ndarray:
+def correct_on_test(params: Params, model_path: Path, dataset: Path) -> np.ndarray:
     model, _ = load_model(model_path)
     test = PoseDataset(dataset, params.augment, "eval", split="test")
     scores, labels, _ = score_dataset(model, test, torch.device("cpu"), params.evaluate.batch_size)
@@ -86,7 +86,7 @@ def main(dataset: Path = typer.Option(..., help="dataset.h5 with train, val and 
     for name, (run_params, checkpoint) in runs.items():
         folder = out / name.replace(" ", "_").replace(",", "").replace("%", "pct")
         run_finetune(run_params, dataset, checkpoint, folder, None, resume=True)
-        correct[name] = test_correct(run_params, folder / "best.pt", dataset)
+        correct[name] = correct_on_test(run_params, folder / "best.pt", dataset)
     correct["kNN, pretrained"] = knn_test(settings, pretrained, dataset)
     correct["kNN, random init"] = knn_test(settings, random_init, dataset)
 

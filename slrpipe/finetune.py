@@ -22,7 +22,7 @@ from slrpipe.data import PoseDataset
 from slrpipe.errors import SlrpipeError
 from slrpipe.h5io import RaggedFile, file_digest
 from slrpipe.metrics import per_instance_accuracy
-from slrpipe.model import SignEncoder, part_of, parts_of
+from slrpipe.model import SignEncoder, branches_of, part_of, parts_of
 from slrpipe.runtime import Runtime, code_digest, fingerprint, save_checkpoint, start, stop
 from slrpipe.subsets import subset_key
 from slrpipe.training import (
@@ -41,10 +41,6 @@ log = logging.getLogger(__name__)
 BEST = "best.pt"
 LAST = "last.pt"
 MODEL_FORMAT = "slrpipe.classifier/1"
-
-
-def branches_of(setting: str) -> tuple[str, ...]:
-    return ("joint", "motion") if setting == "both" else (setting,)
 
 
 class SignClassifier(nn.Module):

@@ -184,7 +184,8 @@ def embedding_stats(query: Tensor, key: Tensor, bank: Tensor) -> dict[str, Tenso
     )
     return {
         "positive": (query * key).sum(1).mean(),
-        "negative": (query @ bank.T).mean(),
+        # mean over (i, j) of q_i . b_j = mean_i q_i . mean_j b_j: no second (B, N) product per step.
+        "negative": (query @ bank.mean(0)).mean(),
         "alignment": (query - key).pow(2).sum(1).mean(),
         "uniformity": uniformity,
     }

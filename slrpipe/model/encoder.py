@@ -67,6 +67,14 @@ def _usable(valid: torch.Tensor) -> torch.Tensor:
 PARTS = ("hand", "trunk")
 
 
+BRANCHES = ("joint", "motion")  # the two modalities, each with its own encoder
+
+
+def branches_of(setting: str) -> tuple[str, ...]:
+    """The branches an ablation setting (`both`, `joint` or `motion`) uses."""
+    return BRANCHES if setting == "both" else (setting,)
+
+
 def parts_of(setting: str) -> tuple[str, ...]:
     """The parts an ablation setting (`both`, `hand` or `trunk`) uses."""
     return PARTS if setting == "both" else (setting,)

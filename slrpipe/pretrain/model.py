@@ -12,15 +12,8 @@ from torch.nn import functional as F
 
 from slrpipe import losses
 from slrpipe.config import ModelSize, PretrainParams
-from slrpipe.model import SignEncoder, parts_of
+from slrpipe.model import SignEncoder, branches_of, parts_of
 from slrpipe.pretrain.queue import KeyQueue
-
-MODALITIES = ("joint", "motion")
-
-
-def modalities_of(settings: PretrainParams) -> tuple[str, ...]:
-    return MODALITIES if settings.branches == "both" else (settings.branches,)
-
 
 class Projector(nn.Sequential):
     """The pretraining head: width -> hidden -> ReLU -> head_dim."""
@@ -62,7 +55,7 @@ class Pretrainer(nn.Module):
     def __init__(self, size: ModelSize, settings: PretrainParams) -> None:
         super().__init__()
         self.settings = settings
-        self.modalities = modalities_of(settings)
+        self.modalities = branches_of(settings.branches)
         self.parts = parts_of(settings.parts)
         global_head = settings.transfer_anchors == "global"
         self.query = nn.ModuleDict({m: Branch(size, self.parts, global_head) for m in self.modalities})
