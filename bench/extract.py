@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from slrpipe import posefiles
+from slrpipe.pose import posefiles
 from slrpipe.config import parse_params
-from slrpipe.sources import build_manifest
-from slrpipe.video import iter_frame_batches, video_info
+from slrpipe.pose.sources import build_manifest
+from slrpipe.pose.video import iter_frame_batches, video_info
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -52,7 +52,7 @@ def bench_importers(results: list[dict]) -> None:
 
 def bench_mediapipe(results: list[dict]) -> None:
     try:
-        from slrpipe.backends.mediapipe_backend import MediaPipeEstimator
+        from slrpipe.pose.backends.mediapipe_backend import MediaPipeEstimator
     except ImportError as error:
         print(f"mediapipe: skipped ({error})")
         return
@@ -67,7 +67,7 @@ def bench_mediapipe(results: list[dict]) -> None:
 
 def bench_mmpose(results: list[dict], frames: int, devices: list[str], batch_sizes: list[int]) -> None:
     try:
-        from slrpipe.backends.mmpose_backend import RTMPOSE_T_WHOLEBODY, MMPoseEstimator
+        from slrpipe.pose.backends.mmpose_backend import RTMPOSE_T_WHOLEBODY, MMPoseEstimator
     except ImportError as error:
         print(f"mmpose: skipped ({error})")
         return

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from slrpipe.config import load_params
-from slrpipe.data import PoseDataset
+from slrpipe.data.dataset import PoseDataset
 
 
 def peak_rss_mib() -> tuple[float, float]:

@@ -31,10 +31,10 @@ import slrpipe.model.encoder as encoder_module
 import slrpipe.model.gcn as gcn_module
 import slrpipe.pretrain.model as pretrain_module
 from slrpipe.config import parse_params
-from slrpipe.data import PoseDataset
-from slrpipe.knn import knn_accuracy
+from slrpipe.data.dataset import PoseDataset
+from slrpipe.engine.scoring import knn_accuracy
 from slrpipe.pretrain.train import embed
-from slrpipe.training import sgd_with_steps
+from slrpipe.engine.loop import sgd_with_steps
 
 
 def _apply_hacks(hacks: list[str]) -> None:

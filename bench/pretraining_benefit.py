@@ -19,14 +19,14 @@ import numpy as np
 import torch
 import typer
 
-from slrpipe.checkpoints import load_checkpoint
+from slrpipe.engine.checkpoints import load_checkpoint
 from slrpipe.config import Params, load_params
-from slrpipe.data import PoseDataset
-from slrpipe.finetune import load_model, run_finetune, score_dataset
-from slrpipe.knn import knn_predict
+from slrpipe.data.dataset import PoseDataset
+from slrpipe.finetune.train import load_model, run_finetune, score_dataset
+from slrpipe.engine.scoring import knn_predict
 from slrpipe.pretrain.model import Pretrainer
 from slrpipe.pretrain.train import embed, run_pretrain
-from slrpipe.runtime import save_checkpoint
+from slrpipe.engine.runtime import save_checkpoint
 
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, draws: int, seed: int = 0) -> tuple[float, float, float]:

@@ -46,8 +46,8 @@ def params_for(root: Path, batch: int, threads: int | str):
 
 
 def prepare(work: Path, sessions: int, sequences: int) -> Path:
-    from slrpipe.extract import run_extract
-    from slrpipe.preprocess import run_preprocess
+    from slrpipe.pose.extract import run_extract
+    from slrpipe.data.preprocess import run_preprocess
 
     root = work / "ksl"
     for session in sorted(path for path in KSL13.iterdir() if path.is_dir())[:sessions]:

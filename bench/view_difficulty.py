@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from slrpipe import augment
+from slrpipe.data import augment
 from slrpipe.config import load_params
-from slrpipe.data import PoseDataset
+from slrpipe.data.dataset import PoseDataset
 
 
 def main(dataset: Path = Path("data/preprocess/dataset.h5"), params: Path = Path("params.yaml"), split: str = "val",

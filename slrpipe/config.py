@@ -317,7 +317,7 @@ class EvaluateParams(Section):
     # classes are left out with a warning.
     topk: tuple[int, ...] = Field(default=(1, 5), strict=False)
     # Late fusion "(+R)": a scores CSV of another model for the same test samples (format in
-    # slrpipe/metrics.py); null = none.
+    # slrpipe/evaluation/metrics.py); null = none.
     fusion_scores: Path | None = Field(default=None, strict=False)
     # How that model's scores become probabilities (ours already are): softmax (logits) | none.
     fusion_normalize: Literal["softmax", "none"] = "softmax"

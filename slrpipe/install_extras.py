@@ -4,7 +4,7 @@ Why not plain ``pip install mmpose``: its requirements pull in ``mmcv`` (a CUDA 
 ``torchvision`` and a torch pin, and PyPI's torchvision is a CUDA build that replaces the CPU
 torch. So the OpenMMLab packages are installed with ``--no-deps`` on top of the already
 installed torch, after their real pure-Python dependencies; ``mmcv-lite`` stands in for
-``mmcv`` (see slrpipe.mmcompat for the compiled ops it lacks). ``xtcocotools`` is compiled
+``mmcv`` (see slrpipe.pose.mmcompat for the compiled ops it lacks). ``xtcocotools`` is compiled
 from source because its binary wheels are built against numpy 1.x and do not import under
 numpy 2. MediaPipe is installed with ``--no-deps`` too, since its requirements add
 ``opencv-contrib-python`` (a second cv2 beside opencv-python-headless) and jax.
@@ -42,7 +42,7 @@ RECIPES: dict[str, list[list[str]]] = {
 # Run in a fresh interpreter after installing, so nothing cached in this process hides a failure.
 CHECKS: dict[str, str] = {
     # Builds a small randomly initialised whole-body model and runs it on one blank frame.
-    "mmpose": "import numpy as np; from slrpipe.backends.mmpose_backend import MMPoseEstimator, RTMPOSE_T_WHOLEBODY; "
+    "mmpose": "import numpy as np; from slrpipe.pose.backends.mmpose_backend import MMPoseEstimator, RTMPOSE_T_WHOLEBODY; "
     "MMPoseEstimator(RTMPOSE_T_WHOLEBODY, None, device='cpu').estimate(np.zeros((1, 64, 64, 3), np.uint8)); "
     "import mmpose.apis, mmdet.apis",
     "mediapipe": "import mediapipe as mp; mp.solutions.holistic.Holistic(static_image_mode=True).close()",

@@ -36,7 +36,7 @@ import yaml
 from slrpipe.config import Params
 from slrpipe.errors import SlrpipeError
 from slrpipe.h5io import atomic_path, write_text_atomic
-from slrpipe.subsets import subset_key
+from slrpipe.data.subsets import subset_key
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from slrpipe.config import load_params
-from slrpipe.evaluate import run_evaluate
+from slrpipe.evaluation.evaluate import run_evaluate
 from stages.common import ParamsOption, ProjectPathOption, in_project, setup_logging, standalone, user_errors
 
 MODEL = Path("data/models/finetune/best.pt")

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from slrpipe.config import load_params
-from slrpipe.extract import Shard, merge_shards, run_extract
+from slrpipe.pose.extract import Shard, merge_shards, run_extract
 from stages.common import ParamsOption, ProjectPathOption, in_project, setup_logging, standalone, user_errors
 
 OUT_DIR = Path("data/extract")

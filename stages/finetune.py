@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from slrpipe.config import load_params
-from slrpipe.finetune import run_finetune
+from slrpipe.finetune.train import run_finetune
 from stages.common import ParamsOption, ProjectPathOption, in_project, setup_logging, standalone, user_errors
 
 DATASET = Path("data/preprocess/dataset.h5")

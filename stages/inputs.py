@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from slrpipe.config import load_params
-from slrpipe.inputs import run_inputs
+from slrpipe.pose.inputs import run_inputs
 from stages.common import ParamsOption, ProjectPathOption, in_project, setup_logging, standalone, user_errors
 
 OUT = Path("data/inputs/digests.csv")

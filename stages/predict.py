@@ -11,7 +11,7 @@ from typing import Literal
 import typer
 from tqdm import tqdm
 
-from slrpipe.predict import Predictor, find_inputs, write_predictions
+from slrpipe.evaluation.predict import Predictor, find_inputs, write_predictions
 from stages.common import setup_logging, standalone, user_errors
 
 MODEL = Path("data/models/finetune/best.pt")

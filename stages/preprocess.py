@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from slrpipe.config import load_params
-from slrpipe.preprocess import run_preprocess
+from slrpipe.data.preprocess import run_preprocess
 from stages.common import ParamsOption, ProjectPathOption, in_project, setup_logging, standalone, user_errors
 
 KEYPOINTS = Path("data/extract/keypoints.h5")

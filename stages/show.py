@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from slrpipe.show import render_sample
+from slrpipe.evaluation.show import render_sample
 from stages.common import setup_logging, standalone, user_errors
 
 DATASET = Path("data/preprocess/dataset.h5")

@@ -66,8 +66,8 @@ def tiny_params(root: Path, epochs: int, finetune: dict | None = None, **pretrai
 def build_ksl_dataset(shared: Path, tmp: Path, words: tuple[str, ...], sequences: int) -> tuple[Path, Path]:
     """Real KSL signs x 5 sessions x `sequences` sequences, extracted and preprocessed (signer
     split) under `tmp`: (dataset root, dataset.h5)."""
-    from slrpipe.extract import run_extract
-    from slrpipe.preprocess import run_preprocess
+    from slrpipe.pose.extract import run_extract
+    from slrpipe.data.preprocess import run_preprocess
 
     root = tmp / "ksl"
     for session in ("MP_Data", "MP_Data1", "MP_Data2", "MP_Data3", "MP_Data4"):

@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from slrpipe import augment, joints
+from slrpipe.data import augment
+
+from slrpipe.pose import joints
 from slrpipe.config import AugmentParams
 
 RNG = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""slrpipe.checkpoints: weights_only loading that accepts OpenMMLab's numpy metadata and nothing else."""
+"""slrpipe.engine.checkpoints: weights_only loading that accepts OpenMMLab's numpy metadata and nothing else."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from slrpipe import checkpoints
-from slrpipe.checkpoints import load_checkpoint
+from slrpipe.engine import checkpoints
+from slrpipe.engine.checkpoints import load_checkpoint
 from slrpipe.errors import SlrpipeError
 
 
@@ -152,7 +152,7 @@ def test_a_pipeline_output_says_how_to_restore_it(tmp_path: Path) -> None:
 
 
 def test_resume_from_a_damaged_checkpoint_starts_over(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from slrpipe.training import Checkpointer, sgd_with_steps
+    from slrpipe.engine.loop import Checkpointer, sgd_with_steps
 
     model = torch.nn.Linear(3, 2)
     optimizer, scheduler = sgd_with_steps(model.parameters(), 0.1, 0.9, 0.0, [1], 0.1)
@@ -166,7 +166,7 @@ def test_resume_from_a_damaged_checkpoint_starts_over(tmp_path: Path, caplog: py
 
 
 def test_recalibrate_batchnorm_averages_the_statistics_of_every_batch():
-    from slrpipe.training import recalibrate_batchnorm
+    from slrpipe.engine.loop import recalibrate_batchnorm
 
     model = torch.nn.Sequential(torch.nn.Linear(1, 1, bias=False), torch.nn.BatchNorm1d(1))
     torch.nn.init.ones_(model[0].weight)

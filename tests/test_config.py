@@ -66,7 +66,7 @@ def test_gpu_asked_for_but_absent_is_one_clear_line(monkeypatch):
     import torch
 
     from slrpipe.errors import SlrpipeError
-    from slrpipe.runtime import resolve_device
+    from slrpipe.engine.runtime import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SlrpipeError, match="device is cuda but no GPU is visible"):

@@ -9,11 +9,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from slrpipe.config import parse_params
-from slrpipe.data import PoseDataset
+from slrpipe.data.dataset import PoseDataset
 from slrpipe.errors import SlrpipeError
-from slrpipe.extract import run_extract
+from slrpipe.pose.extract import run_extract
 from slrpipe.h5io import RaggedFile
-from slrpipe.preprocess import run_preprocess
+from slrpipe.data.preprocess import run_preprocess
 from tests.conftest import REPO
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from slrpipe.checkpoints import load_checkpoint
+from slrpipe.engine.checkpoints import load_checkpoint
 from slrpipe.model import part_of
 from tests.conftest import tiny_params
 
@@ -36,7 +36,7 @@ def _run(ksl_dataset, out, gather):
 
 
 def test_two_ranks_finish_and_banks_see_the_global_batch(ksl_dataset, tmp_path):
-    from slrpipe.data import PoseDataset
+    from slrpipe.data.dataset import PoseDataset
 
     root, dataset = ksl_dataset
     params = tiny_params(root, 1, bank_size=BANK)
@@ -72,7 +72,7 @@ ABLATIONS = {
 def _ablation_worker(rank: int, world: int, ports: list[int], root, dataset, out) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from slrpipe.finetune import run_finetune
+    from slrpipe.finetune.train import run_finetune
     from slrpipe.pretrain import train
     from slrpipe.pretrain.train import run_pretrain
 

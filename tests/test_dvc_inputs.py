@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from slrpipe.config import parse_params
-from slrpipe.inputs import MISSING, path_digest, referenced_outside_root
+from slrpipe.pose.inputs import MISSING, path_digest, referenced_outside_root
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="dvc needs git")

@@ -5,13 +5,13 @@ import shutil
 import numpy as np
 import pytest
 
-from slrpipe import posefiles
+from slrpipe.pose import posefiles
 from slrpipe.errors import SlrpipeError
-from slrpipe.extract import Extractor, Shard, merge_shards, run_extract
+from slrpipe.pose.extract import Extractor, Shard, merge_shards, run_extract
 from slrpipe.h5io import RaggedFile
-from slrpipe.manifest import read_manifest_csv
-from slrpipe.reporting import read_report
-from slrpipe.sources import build_manifest
+from slrpipe.pose.manifest import read_manifest_csv
+from slrpipe.pose.skipped import read_report
+from slrpipe.pose.sources import build_manifest
 from tests.conftest import make_params
 
 

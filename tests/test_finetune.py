@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from slrpipe import finetune as finetune_module
-from slrpipe.checkpoints import load_checkpoint
+from slrpipe.finetune import train as finetune_module
+from slrpipe.engine.checkpoints import load_checkpoint
 from slrpipe.config import FinetuneParams, PretrainParams
-from slrpipe.data import PoseDataset
+from slrpipe.data.dataset import PoseDataset
 from slrpipe.errors import SlrpipeError
-from slrpipe.evaluate import run_evaluate
-from slrpipe.finetune import build_classifier, load_model, run_finetune
-from slrpipe.metrics import read_scores_csv, write_scores_csv
+from slrpipe.evaluation.evaluate import run_evaluate
+from slrpipe.finetune.train import build_classifier, load_model, run_finetune
+from slrpipe.evaluation.metrics import read_scores_csv, write_scores_csv
 from slrpipe.model import part_of
 from slrpipe.pretrain.model import Pretrainer
 from slrpipe.pretrain.train import run_pretrain

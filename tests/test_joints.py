@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from slrpipe import joints
+from slrpipe.pose import joints
 
 
 def test_wholebody_selection_joint_by_joint():

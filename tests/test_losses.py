@@ -8,8 +8,8 @@ import time
 import pytest
 import torch
 
-from slrpipe import losses
-from slrpipe.losses import info_nce, knowledge_transfer, neighbour_consistency, part_consistency, total_loss
+from slrpipe.pretrain import losses
+from slrpipe.pretrain.losses import info_nce, knowledge_transfer, neighbour_consistency, part_consistency, total_loss
 
 
 def t(rows: list[list[float]], grad: bool = False) -> torch.Tensor:

@@ -5,8 +5,8 @@ import pytest
 
 pytest.importorskip("mediapipe", reason="MediaPipe extra not installed (python -m slrpipe.install_extras mediapipe)")
 
-from slrpipe import joints  # noqa: E402
-from slrpipe.extract import run_extract  # noqa: E402
+from slrpipe.pose import joints  # noqa: E402
+from slrpipe.pose.extract import run_extract  # noqa: E402
 from slrpipe.h5io import RaggedFile  # noqa: E402
 from tests.conftest import make_params  # noqa: E402
 

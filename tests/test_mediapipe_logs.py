@@ -7,12 +7,12 @@ import sys
 
 import pytest
 
-from slrpipe.backends.mediapipe_backend import native_stderr_filtered
+from slrpipe.pose.backends.mediapipe_backend import native_stderr_filtered
 from tests.conftest import REPO
 
 
 def test_known_noise_is_dropped_and_other_native_lines_are_logged(caplog):
-    with caplog.at_level(logging.WARNING, logger="slrpipe.backends.mediapipe_backend"):
+    with caplog.at_level(logging.WARNING, logger="slrpipe.pose.backends.mediapipe_backend"):
         with native_stderr_filtered():
             os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
                         b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
@@ -27,7 +27,7 @@ def test_a_real_clip_leaves_stderr_clean(shared):
     pytest.importorskip("mediapipe", reason="MediaPipe extra not installed (python -m slrpipe.install_extras mediapipe)")
     code = (
         "import sys, cv2, numpy as np\n"
-        "from slrpipe.backends.mediapipe_backend import MediaPipeEstimator\n"
+        "from slrpipe.pose.backends.mediapipe_backend import MediaPipeEstimator\n"
         f"capture = cv2.VideoCapture({str(shared / 'videos' / 'SOUP.mp4')!r})\n"
         "frames = [capture.read()[1] for _ in range(5)]\n"
         "vectors = MediaPipeEstimator().estimate_video([np.stack(frames)])\n"

@@ -1,4 +1,4 @@
-"""slrpipe.metrics on small cases whose expected values are worked out by hand in the comments."""
+"""slrpipe.evaluation.metrics on small cases whose expected values are worked out by hand in the comments."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from slrpipe import metrics
+from slrpipe.evaluation import metrics
 from slrpipe.errors import SlrpipeError
 
 # 4 samples, 6 classes (top-5 can miss only with more than 5). Unbalanced: class 0 has three

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from slrpipe import mmcompat
-from slrpipe.backends.mmpose_backend import RTMPOSE_T_WHOLEBODY, MMPoseEstimator, select_person_box
+from slrpipe.pose import mmcompat
+from slrpipe.pose.backends.mmpose_backend import RTMPOSE_T_WHOLEBODY, MMPoseEstimator, select_person_box
 from slrpipe.errors import MissingDependencyError, SampleError, SlrpipeError
 
 needs_mmpose = pytest.mark.skipif(
@@ -221,7 +221,7 @@ def test_detector_boxes_chain_across_frames_and_batches(
 
 @needs_mmpose
 def test_checkpoint_round_trip(estimator: MMPoseEstimator, frames: list[np.ndarray], batched: np.ndarray, tmp_path: Path) -> None:
-    """Weights saved OpenMMLab-style (numpy arrays in meta) load through slrpipe.checkpoints."""
+    """Weights saved OpenMMLab-style (numpy arrays in meta) load through slrpipe.engine.checkpoints."""
     path = tmp_path / "rtmpose-t.pth"
     state = estimator._model.state_dict()
     torch.save({"state_dict": state, "meta": {"dataset_meta": estimator.dataset_meta}}, path)

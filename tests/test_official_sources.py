@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 
 from slrpipe.errors import SlrpipeError
-from slrpipe.manifest import KIND_VIDEO, ManifestRow, Problem
-from slrpipe.sources.official import (
+from slrpipe.pose.manifest import KIND_VIDEO, ManifestRow, Problem
+from slrpipe.pose.sources.official import (
     read_msasl,
     read_nmfs_csl,
     read_slr500,
     read_wlasl,
 )
-from slrpipe.subsets import nmfs_csl_subset
+from slrpipe.data.subsets import nmfs_csl_subset
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
 

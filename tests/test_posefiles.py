@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from slrpipe import joints, posefiles
+from slrpipe.pose import joints, posefiles
 from slrpipe.errors import SampleError
 
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from slrpipe.data import PoseDataset
-from slrpipe.finetune import run_finetune
-from slrpipe.manifest import KIND_MMPOSE_JSON, KIND_MP_FRAMES, KIND_MP_SEQUENCE, KIND_VIDEO
-from slrpipe.posefiles import load_mp_frames
-from slrpipe.predict import PredictInput, Predictor, find_inputs
+from slrpipe.data.dataset import PoseDataset
+from slrpipe.finetune.train import run_finetune
+from slrpipe.pose.manifest import KIND_MMPOSE_JSON, KIND_MP_FRAMES, KIND_MP_SEQUENCE, KIND_VIDEO
+from slrpipe.pose.posefiles import load_mp_frames
+from slrpipe.evaluation.predict import PredictInput, Predictor, find_inputs
 from stages.common import standalone
 from stages.predict import predict
 from tests.conftest import tiny_params
@@ -210,8 +210,8 @@ def test_setup_problems_end_with_one_line(trained, pose_inputs, tmp_path):
 
 
 def test_settings_come_from_the_model_file(trained, pose_inputs, tmp_path):
-    from slrpipe.checkpoints import load_checkpoint
-    from slrpipe.runtime import save_checkpoint
+    from slrpipe.engine.checkpoints import load_checkpoint
+    from slrpipe.engine.runtime import save_checkpoint
 
     state = load_checkpoint(trained)
     state["preprocess"]["crop_scale"] = 3.0
@@ -238,8 +238,8 @@ def test_mmpose_backend_gets_the_options(trained, shared, tmp_path, monkeypatch)
     """The video goes through the mmpose branch of the Extractor with the options as its settings;
     a stand-in estimator returns the MMPose JSON made from the same video, so the video must
     predict exactly like that JSON read at the video's frame size."""
-    from slrpipe.backends import mmpose_backend
-    from slrpipe.posefiles import load_mmpose_json
+    from slrpipe.pose.backends import mmpose_backend
+    from slrpipe.pose.posefiles import load_mmpose_json
 
     built = {}
 

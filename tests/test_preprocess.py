@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from slrpipe import joints
+from slrpipe.pose import joints
 from slrpipe.config import PreprocessParams
 from slrpipe.errors import SampleError
-from slrpipe.preprocess import hand_boxes, normalize
+from slrpipe.data.preprocess import hand_boxes, normalize
 
 SETTINGS = PreprocessParams()
 FRAME = (640, 480)
@@ -115,10 +115,10 @@ def test_long_sequences_are_subsampled_uniformly_keeping_both_ends():
 
 
 def test_a_gloss_whose_samples_all_fail_here_is_dropped_and_labels_renumbered(tmp_path):
-    from slrpipe.extract import run_extract
+    from slrpipe.pose.extract import run_extract
     from slrpipe.h5io import RaggedFile
-    from slrpipe.preprocess import run_preprocess
-    from slrpipe.reporting import read_report
+    from slrpipe.data.preprocess import run_preprocess
+    from slrpipe.pose.skipped import read_report
     from tests.conftest import make_params
 
     rng = np.random.default_rng(0)

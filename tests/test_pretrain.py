@@ -121,7 +121,7 @@ def test_parts_switch_changes_banks_and_features():
 
 
 def test_resume_gives_the_same_result_as_one_run(ksl_dataset, tmp_path):
-    from slrpipe.checkpoints import load_checkpoint
+    from slrpipe.engine.checkpoints import load_checkpoint
     from slrpipe.pretrain.train import run_pretrain
 
     root, dataset = ksl_dataset
@@ -154,7 +154,7 @@ def test_resume_after_a_code_change_starts_over(ksl_dataset, tmp_path, monkeypat
     params = tiny_params(root, 1, knn_every=10)
     train.run_pretrain(params, dataset, tmp_path, None, resume=False)
     assert train.run_pretrain(params, dataset, tmp_path, None, resume=True).epochs_run == 0  # finished: nothing to do
-    monkeypatch.setattr(train, "CODE", train.CODE + ("slrpipe.knn",))  # as if the code had changed
+    monkeypatch.setattr(train, "CODE", train.CODE + ("slrpipe.engine.scoring",))  # as if the code had changed
     assert train.run_pretrain(params, dataset, tmp_path, None, resume=True).epochs_run == 1
 
 

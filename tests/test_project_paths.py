@@ -10,9 +10,9 @@ import yaml
 from typer.testing import CliRunner
 
 from slrpipe.config import load_params
-from slrpipe.extract import run_extract
+from slrpipe.pose.extract import run_extract
 from slrpipe.h5io import RaggedFile
-from slrpipe.preprocess import run_preprocess
+from slrpipe.data.preprocess import run_preprocess
 from stages.cli import app
 from tests.conftest import REPO
 

@@ -17,10 +17,10 @@ import torch
 import yaml
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from slrpipe.checkpoints import load_checkpoint
+from slrpipe.engine.checkpoints import load_checkpoint
 from slrpipe.config import load_params
-from slrpipe.data import PoseDataset
-from slrpipe.finetune import run_finetune
+from slrpipe.data.dataset import PoseDataset
+from slrpipe.finetune.train import run_finetune
 from slrpipe.pretrain.train import run_pretrain
 from tests.conftest import build_ksl_dataset, tiny_params
 
@@ -140,7 +140,7 @@ def test_resumed_curves_go_on_at_the_checkpoint_epoch(tmp_path, logged, first_ep
     """After 1 logged step dvclive's own resume logs step 0 again; rows logged after the last
     checkpoint (killed between the two writes) are logged again by the resumed run, once; a
     summary file cut short by the kill does not stop the resume."""
-    from slrpipe.training import log_epoch, open_live
+    from slrpipe.engine.loop import log_epoch, open_live
 
     live = open_live(tmp_path, 0)
     for step in range(logged):
@@ -158,8 +158,8 @@ def test_resumed_curves_go_on_at_the_checkpoint_epoch(tmp_path, logged, first_ep
 def test_persistent_workers_augment_each_epoch_anew(small_dataset):
     """Persistent workers keep their own copy of the dataset: the epoch reaches them with the index,
     and starting an epoch's iterator leaves the global RNG alone."""
-    from slrpipe.runtime import Runtime
-    from slrpipe.training import start_epoch, train_loader
+    from slrpipe.engine.runtime import Runtime
+    from slrpipe.engine.loop import start_epoch, train_loader
 
     root, dataset = small_dataset
     augment = tiny_params(root, 1).augment

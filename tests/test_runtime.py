@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from slrpipe import runtime
+from slrpipe.engine import runtime
 from slrpipe.config import parse_params
 from slrpipe.errors import ParamsError
 from tests.conftest import REPO
@@ -51,7 +51,7 @@ def test_threads_setting_is_auto_or_a_positive_integer(section):
 @pytest.mark.parametrize("stage", ["pretrain", "finetune"])
 def test_training_runs_with_the_chosen_threads(stage, tmp_path, monkeypatch):
     """The training loops run under their section's setting, and give the caller its threads back."""
-    from slrpipe import finetune
+    from slrpipe.finetune import train as finetune
     from slrpipe.pretrain import train
     from tests.conftest import tiny_params
 

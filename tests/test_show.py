@@ -6,10 +6,10 @@ from PIL import Image, ImageSequence
 from typer.testing import CliRunner
 
 from slrpipe.errors import SlrpipeError
-from slrpipe.extract import run_extract
+from slrpipe.pose.extract import run_extract
 from slrpipe.h5io import RaggedFile
-from slrpipe.preprocess import run_preprocess
-from slrpipe.show import DPI, render_sample, strip_size
+from slrpipe.data.preprocess import run_preprocess
+from slrpipe.evaluation.show import DPI, render_sample, strip_size
 from stages.common import standalone
 from stages.show import show
 from tests.conftest import make_params

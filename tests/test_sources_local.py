@@ -6,8 +6,8 @@ import pytest
 
 from slrpipe.config import parse_params
 from slrpipe.errors import SlrpipeError
-from slrpipe.manifest import KIND_MMPOSE_JSON, KIND_MP_FRAMES, KIND_MP_SEQUENCE, KIND_VIDEO, read_manifest_csv, write_manifest_csv
-from slrpipe.sources import build_manifest
+from slrpipe.pose.manifest import KIND_MMPOSE_JSON, KIND_MP_FRAMES, KIND_MP_SEQUENCE, KIND_VIDEO, read_manifest_csv, write_manifest_csv
+from slrpipe.pose.sources import build_manifest
 
 
 def _manifest(source, root, **dataset):
@@ -126,7 +126,7 @@ def test_manifest_round_trip_and_duplicate_ids(tmp_path, shared):
     manifest = _manifest("mmpose_json", shared / "mmpose_wholebody")
     write_manifest_csv(manifest, tmp_path / "m.csv")
     assert read_manifest_csv(tmp_path / "m.csv") == manifest.rows
-    from slrpipe.manifest import finalize
+    from slrpipe.pose.manifest import finalize
 
     again = finalize(manifest.rows + manifest.rows[:1], [])
     assert len(again) == 2 and "duplicate sample id" in again.problems[0].problem
@@ -146,8 +146,8 @@ def test_manifest_csv_paths_naming_no_file_are_bad_rows(tmp_path):
     ]
     assert len({p.sample_id for p in manifest.problems}) == 6  # each reported under its own name
     # ... and, like every bad sample, in the extract stage's report and its bad fraction.
-    from slrpipe.extract import run_extract
-    from slrpipe.reporting import read_report
+    from slrpipe.pose.extract import run_extract
+    from slrpipe.pose.skipped import read_report
 
     np.save(tmp_path / "seq.npy", np.random.default_rng(0).random((10, 258)))
     params = parse_params({"dataset": {"source": "manifest", "root": str(tmp_path / "list.csv")}, "extract": {"max_bad_fraction": 0.9}})

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from slrpipe.errors import SlrpipeError
-from slrpipe.splits import assign_splits, label_subsets
+from slrpipe.data.splits import assign_splits, label_subsets
 
 # 6 classes x 10 samples, 5 signers each signing 2 samples of every class
 LABELS = [label for label in range(6) for _ in range(10)]
@@ -129,9 +129,9 @@ def test_a_class_with_one_sample_is_kept_in_every_subset():
 def test_manifest_train_test_split_through_preprocess(shared, tmp_path, session_marks):
     """A user's manifest that gives train and test (or leaves some rows blank) gets a validation
     split drawn from its train and unmarked rows; its test rows stay exactly as given."""
-    from slrpipe.extract import run_extract
+    from slrpipe.pose.extract import run_extract
     from slrpipe.h5io import RaggedFile
-    from slrpipe.preprocess import run_preprocess
+    from slrpipe.data.preprocess import run_preprocess
     from tests.conftest import make_params
 
     csv_path = tmp_path / "list.csv"

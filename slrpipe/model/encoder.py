@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from slrpipe import joints
+from slrpipe.pose import joints
 from slrpipe.config import ModelSize
 from slrpipe.model.gcn import PartGCN
 

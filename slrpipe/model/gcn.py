@@ -1,4 +1,4 @@
-"""Per-frame spatial graph convolution over one body part, with graphs taken from slrpipe.joints."""
+"""Per-frame spatial graph convolution over one body part, with graphs taken from slrpipe.pose.joints."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
-from slrpipe import losses
+from slrpipe.pretrain import losses
 from slrpipe.config import ModelSize, PretrainParams
 from slrpipe.model import SignEncoder, branches_of, parts_of
 from slrpipe.pretrain.queue import KeyQueue

@@ -15,13 +15,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from slrpipe.config import Params, PretrainParams
-from slrpipe.data import PoseDataset
+from slrpipe.data.dataset import PoseDataset
 from slrpipe.errors import SlrpipeError
 from slrpipe.h5io import file_digest
-from slrpipe.knn import knn_accuracy
+from slrpipe.engine.scoring import knn_accuracy
 from slrpipe.pretrain.model import Pretrainer
-from slrpipe.runtime import Runtime, code_digest, fingerprint, start, stop
-from slrpipe.training import Checkpointer, log_epoch, open_live, sgd_with_steps, start_epoch, to_device, train_loader
+from slrpipe.engine.runtime import Runtime, code_digest, fingerprint, start, stop
+from slrpipe.engine.loop import Checkpointer, log_epoch, open_live, sgd_with_steps, start_epoch, to_device, train_loader
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class PretrainResult:
 
 
 # The library code pretraining runs: a change to it starts training over instead of resuming.
-CODE = ("slrpipe.pretrain", "slrpipe.model", "slrpipe.losses", "slrpipe.data", "slrpipe.augment", "slrpipe.training")
+CODE = ("slrpipe.pretrain", "slrpipe.model", "slrpipe.pretrain.losses", "slrpipe.data.dataset", "slrpipe.data.augment", "slrpipe.engine.loop")
 
 
 def settings_fingerprint(params: Params, dataset_path: Path) -> str:

@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from slrpipe import joints
+from slrpipe.pose import joints
 from slrpipe.config import Params, PreprocessParams
 from slrpipe.errors import SampleError, SlrpipeError
 from slrpipe.h5io import RaggedFile, RaggedWriter
-from slrpipe.manifest import SPLITS, Problem, drop_empty_classes
-from slrpipe.reporting import GLOSSES_FILE, check_bad_fraction, write_glosses, write_json, write_report
-from slrpipe.splits import assign_splits, label_subsets
-from slrpipe.subsets import subset_key
+from slrpipe.pose.manifest import SPLITS, Problem, drop_empty_classes
+from slrpipe.pose.skipped import GLOSSES_FILE, check_bad_fraction, write_glosses, write_json, write_report
+from slrpipe.data.splits import assign_splits, label_subsets
+from slrpipe.data.subsets import subset_key
 
 log = logging.getLogger(__name__)
 

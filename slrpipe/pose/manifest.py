@@ -29,7 +29,7 @@ SPLITS = ("train", "val", "test")
 @dataclass(frozen=True)
 class ManifestRow:
     sample_id: str
-    path: str  # from build_manifest: relative to the dataset folder (slrpipe.sources.dataset_folder)
+    path: str  # from build_manifest: relative to the dataset folder (slrpipe.pose.sources.dataset_folder)
     kind: str
     gloss: str
     signer: str = ""

@@ -47,7 +47,7 @@ recognition", arXiv 2008.10428)
     "<class>/<video> <label>" and traintestlist/testlist01.txt with lines "<class>/<video>",
     the class id being the integer value of the class folder. The same feeder treats labels
     below 610 as one recording block (1000x720 frames) and the rest as another (540x540), which
-    matches 610 confusing words first: `slrpipe.subsets.nmfs_csl_subset` maps a class to its subset by that
+    matches 610 confusing words first: `slrpipe.data.subsets.nmfs_csl_subset` maps a class to its subset by that
     boundary. This is an inference, not a published table; rows cannot carry the subset (the
     manifest has no column for it). The release is consumed as JPEG frame folders
     (jpg_video/<class>/<video>/image_00001.jpg in FangyunWei/SLRT NLA-SLR/dataset/
@@ -79,7 +79,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from slrpipe.errors import SlrpipeError
-from slrpipe.manifest import KIND_VIDEO, SPLITS, VIDEO_SUFFIXES, ManifestRow, Problem
+from slrpipe.pose.manifest import KIND_VIDEO, SPLITS, VIDEO_SUFFIXES, ManifestRow, Problem
 
 Rows = tuple[list[ManifestRow], list[Problem]]
 

@@ -24,10 +24,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from slrpipe.checkpoints import load_checkpoint
+from slrpipe.engine.checkpoints import load_checkpoint
 from slrpipe.errors import SlrpipeError
 from slrpipe.h5io import write_text_atomic
-from slrpipe.runtime import Runtime, save_checkpoint
+from slrpipe.engine.runtime import Runtime, save_checkpoint
 
 log = logging.getLogger(__name__)
 

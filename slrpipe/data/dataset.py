@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from slrpipe.augment import augment_view, resample, split_parts
+from slrpipe.data.augment import augment_view, resample, split_parts
 from slrpipe.config import AugmentParams
 from slrpipe.errors import SlrpipeError
 from slrpipe.h5io import RaggedFile
@@ -104,7 +104,7 @@ class PoseDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         """The sample at `position` or, from a training loader, at `(epoch, position)` (the epoch
-        set in this process does not reach persistent worker processes: slrpipe.training)."""
+        set in this process does not reach persistent worker processes: slrpipe.engine.loop)."""
         epoch, position = key if isinstance(key, tuple) else (self.epoch, key)
         coords, mask = self.sequence(position)
         label = torch.tensor(self.labels[self.indices[position]])

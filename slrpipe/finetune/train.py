@@ -16,16 +16,16 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from slrpipe.checkpoints import load_checkpoint
+from slrpipe.engine.checkpoints import load_checkpoint
 from slrpipe.config import FinetuneParams, ModelSize, Params
-from slrpipe.data import PoseDataset
+from slrpipe.data.dataset import PoseDataset
 from slrpipe.errors import SlrpipeError
 from slrpipe.h5io import RaggedFile, file_digest
-from slrpipe.metrics import per_instance_accuracy
+from slrpipe.evaluation.metrics import per_instance_accuracy
 from slrpipe.model import SignEncoder, branches_of, part_of, parts_of
-from slrpipe.runtime import Runtime, code_digest, fingerprint, save_checkpoint, start, stop
-from slrpipe.subsets import subset_key
-from slrpipe.training import (
+from slrpipe.engine.runtime import Runtime, code_digest, fingerprint, save_checkpoint, start, stop
+from slrpipe.data.subsets import subset_key
+from slrpipe.engine.loop import (
     Checkpointer,
     log_epoch,
     open_live,
@@ -99,7 +99,7 @@ class FinetuneResult:
 
 
 # The library code fine-tuning runs: a change to it starts training over instead of resuming.
-CODE = ("slrpipe.finetune", "slrpipe.model", "slrpipe.data", "slrpipe.augment", "slrpipe.training")
+CODE = ("slrpipe.finetune.train", "slrpipe.model", "slrpipe.data.dataset", "slrpipe.data.augment", "slrpipe.engine.loop")
 
 
 def _fingerprint(params: Params, dataset_path: Path, pretrained: Path | None) -> str:

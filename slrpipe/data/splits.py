@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from slrpipe.errors import SlrpipeError
-from slrpipe.manifest import SPLITS
+from slrpipe.pose.manifest import SPLITS
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ stage's dvc.yaml deps name this small file rather than the module that defines t
 from __future__ import annotations
 
 # NMFs-CSL: classes 0-609 are the confusing words, 610-1066 the normal ones (an inference from
-# the dataset authors' feeder; see the NMFs-CSL notes in slrpipe/sources/official.py).
+# the dataset authors' feeder; see the NMFs-CSL notes in slrpipe/pose/sources/official.py).
 NMFS_CSL_CONFUSING_CLASSES = 610
 
 

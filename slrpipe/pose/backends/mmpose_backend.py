@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from slrpipe.checkpoints import load_checkpoint
+from slrpipe.engine.checkpoints import load_checkpoint
 from slrpipe.errors import SampleError, SlrpipeError
-from slrpipe.joints import WHOLEBODY_NUM_POINTS
-from slrpipe.mmcompat import ensure_mmpose_importable
+from slrpipe.pose.joints import WHOLEBODY_NUM_POINTS
+from slrpipe.pose.mmcompat import ensure_mmpose_importable
 
 log = logging.getLogger(__name__)
 

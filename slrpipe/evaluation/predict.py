@@ -25,15 +25,15 @@ from torch.utils.data import default_collate
 from tqdm import tqdm
 
 from slrpipe.config import AugmentParams, DatasetParams, ExtractParams, PreprocessParams
-from slrpipe.data import eval_view
+from slrpipe.data.dataset import eval_view
 from slrpipe.errors import SampleError, SlrpipeError
-from slrpipe.extract import Extractor
-from slrpipe.finetune import load_model
-from slrpipe.manifest import KIND_MP_FRAMES, KIND_VIDEO, ManifestRow, kind_of_path
-from slrpipe.preprocess import normalize
-from slrpipe.runtime import resolve_device
-from slrpipe.sources.local import npy_shape
-from slrpipe.training import to_device
+from slrpipe.pose.extract import Extractor
+from slrpipe.finetune.train import load_model
+from slrpipe.pose.manifest import KIND_MP_FRAMES, KIND_VIDEO, ManifestRow, kind_of_path
+from slrpipe.data.preprocess import normalize
+from slrpipe.engine.runtime import resolve_device
+from slrpipe.pose.sources.local import npy_shape
+from slrpipe.engine.loop import to_device
 
 Format = Literal["table", "json", "csv"]
 NOT_AN_INPUT = "not a video, MMPose .json, MediaPipe .npy or frame folder"

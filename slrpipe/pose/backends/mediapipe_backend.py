@@ -18,7 +18,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from slrpipe import joints
+from slrpipe.pose import joints
 from slrpipe.errors import MissingDependencyError
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from slrpipe.config import DatasetParams, Params
 from slrpipe.h5io import file_digest, write_text_atomic
-from slrpipe.sources import build_manifest, dataset_folder
+from slrpipe.pose.sources import build_manifest, dataset_folder
 
 MISSING = "missing"
 

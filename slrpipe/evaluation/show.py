@@ -19,7 +19,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from slrpipe import joints
+from slrpipe.pose import joints
 from slrpipe.errors import SlrpipeError
 from slrpipe.h5io import RaggedFile
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from slrpipe import joints
+from slrpipe.pose import joints
 from slrpipe.config import AugmentParams
 
 PARTS = {"right_hand": joints.RIGHT_HAND, "left_hand": joints.LEFT_HAND, "trunk": joints.TRUNK}

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from slrpipe import joints, posefiles
+from slrpipe.pose import joints, posefiles
 from slrpipe.config import DatasetParams, ExtractParams, Params
 from slrpipe.errors import SampleError, SlrpipeError
 from slrpipe.h5io import RaggedFile, RaggedWriter, file_digest
-from slrpipe.manifest import (
+from slrpipe.pose.manifest import (
     KIND_MMPOSE_JSON,
     KIND_MP_FRAMES,
     KIND_MP_SEQUENCE,
@@ -34,9 +34,9 @@ from slrpipe.manifest import (
     drop_empty_classes,
     write_manifest_csv,
 )
-from slrpipe.reporting import GLOSSES_FILE, check_bad_fraction, read_report, write_glosses, write_json, write_report
-from slrpipe.sources import build_manifest, dataset_folder
-from slrpipe.video import iter_frame_batches, video_info
+from slrpipe.pose.skipped import GLOSSES_FILE, check_bad_fraction, read_report, write_glosses, write_json, write_report
+from slrpipe.pose.sources import build_manifest, dataset_folder
+from slrpipe.pose.video import iter_frame_batches, video_info
 
 log = logging.getLogger(__name__)
 
@@ -142,10 +142,10 @@ class Extractor:
     def _make_backend(self):
         s = self.settings
         if s.backend == "mediapipe":
-            from slrpipe.backends.mediapipe_backend import MediaPipeEstimator
+            from slrpipe.pose.backends.mediapipe_backend import MediaPipeEstimator
 
             return MediaPipeEstimator(s.mediapipe_min_detection_confidence, s.mediapipe_min_tracking_confidence)
-        from slrpipe.backends.mmpose_backend import MMPoseEstimator
+        from slrpipe.pose.backends.mmpose_backend import MMPoseEstimator
 
         if s.pose_checkpoint is None:
             raise SlrpipeError(

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from slrpipe.errors import SlrpipeError
-from slrpipe.manifest import (
+from slrpipe.pose.manifest import (
     KIND_MMPOSE_JSON,
     KIND_MP_FRAMES,
     KIND_MP_SEQUENCE,

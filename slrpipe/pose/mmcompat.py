@@ -86,7 +86,7 @@ def _real_import_fails(name: str) -> bool:
 
 def _install_stubs(table: dict[str, tuple[str, ...]], needs: str) -> None:
     for mod_name, names in table.items():
-        module = types.ModuleType(mod_name, f"slrpipe stand-in for {mod_name} (see slrpipe.mmcompat)")
+        module = types.ModuleType(mod_name, f"slrpipe stand-in for {mod_name} (see slrpipe.pose.mmcompat)")
         module.__path__ = []  # a package, so its submodules can be imported
         # A spec keeps importlib.util.find_spec() working on the stand-in.
         module.__spec__ = importlib.machinery.ModuleSpec(mod_name, None, is_package=True)

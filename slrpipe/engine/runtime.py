@@ -1,6 +1,6 @@
 """Devices, distributed training and atomic checkpoint writing, shared by the training stages.
 
-Checkpoints are read with slrpipe.checkpoints.load_checkpoint (weights_only loading)."""
+Checkpoints are read with slrpipe.engine.checkpoints.load_checkpoint (weights_only loading)."""
 
 from __future__ import annotations
 

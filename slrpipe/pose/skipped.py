@@ -9,7 +9,7 @@ from pathlib import Path
 
 from slrpipe.errors import SlrpipeError
 from slrpipe.h5io import write_text_atomic
-from slrpipe.manifest import Problem
+from slrpipe.pose.manifest import Problem
 
 
 def write_report(path: Path, problems: list[Problem]) -> None:

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from slrpipe.config import AugmentParams, Params
-from slrpipe.data import PoseDataset
+from slrpipe.data.dataset import PoseDataset
 from slrpipe.errors import SlrpipeError
-from slrpipe.finetune import load_model, score_dataset
+from slrpipe.finetune.train import load_model, score_dataset
 from slrpipe.h5io import write_text_atomic
-from slrpipe.metrics import evaluate, fuse, per_class_table, read_scores_csv, write_scores_csv
-from slrpipe.reporting import write_json
-from slrpipe.runtime import resolve_device
+from slrpipe.evaluation.metrics import evaluate, fuse, per_class_table, read_scores_csv, write_scores_csv
+from slrpipe.pose.skipped import write_json
+from slrpipe.engine.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def selection_metrics(meta: dict) -> dict:
 def _subsets(source: str, glosses: list[str], labels: np.ndarray) -> dict[str, np.ndarray]:
     if source != "nmfs_csl":
         return {}
-    from slrpipe.subsets import nmfs_csl_subset
+    from slrpipe.data.subsets import nmfs_csl_subset
 
     names = np.array([nmfs_csl_subset(glosses[label]) for label in labels])
     return {name: names == name for name in ("confusing", "normal") if np.any(names == name)}

@@ -11,8 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from slrpipe.config import DatasetParams
-from slrpipe.manifest import KIND_MMPOSE_JSON, KIND_VIDEO, Manifest, finalize
-from slrpipe.sources import local, official
+from slrpipe.pose.manifest import KIND_MMPOSE_JSON, KIND_VIDEO, Manifest, finalize
+from slrpipe.pose.sources import local, official
 
 
 def dataset_folder(dataset: DatasetParams) -> Path:

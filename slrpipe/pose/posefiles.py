@@ -1,7 +1,7 @@
 """Importers for pose files: MediaPipe Holistic vectors and MMPose whole-body JSON.
 
 Each importer returns keypoints in pixel coordinates with a score per joint; the selection
-of slrpipe's 49 joints (slrpipe.joints) happens here, so videos and pose files meet the
+of slrpipe's 49 joints (slrpipe.pose.joints) happens here, so videos and pose files meet the
 same layout.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from slrpipe import joints
+from slrpipe.pose import joints
 from slrpipe.errors import SampleError
 
 _FRAME_NAME = re.compile(r"^(\d+)\.npy$")
