@@ -108,7 +108,7 @@ def main(name: str, overrides: str = typer.Argument("{}"), params: Path = Path("
 
     if s.bank_init == "keys":
         for step, batch in enumerate(loader):
-            if step == math.ceil(max(q.size for q in model.banks.values()) / s.batch_size):
+            if step == math.ceil(max(q.size for q in model.queues()) / s.batch_size):
                 break
             model.enqueue_keys(batch["views"][1])
     log, started = [], time.time()

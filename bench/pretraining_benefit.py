@@ -22,11 +22,12 @@ import typer
 from slrpipe.engine.checkpoints import load_checkpoint
 from slrpipe.config import Params, load_params
 from slrpipe.data.dataset import PoseDataset
-from slrpipe.finetune.train import load_model, run_finetune, score_dataset
+from slrpipe.finetune.train import run_finetune
+from slrpipe.model.classifier import load_model, score_dataset
 from slrpipe.engine.scoring import knn_predict
 from slrpipe.pretrain.model import Pretrainer
 from slrpipe.pretrain.train import embed, run_pretrain
-from slrpipe.engine.runtime import save_checkpoint
+from slrpipe.engine.checkpoints import save_checkpoint
 
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, draws: int, seed: int = 0) -> tuple[float, float, float]:

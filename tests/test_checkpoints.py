@@ -152,7 +152,8 @@ def test_a_pipeline_output_says_how_to_restore_it(tmp_path: Path) -> None:
 
 
 def test_resume_from_a_damaged_checkpoint_starts_over(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from slrpipe.engine.loop import Checkpointer, sgd_with_steps
+    from slrpipe.engine.checkpoints import Checkpointer
+    from slrpipe.engine.loop import sgd_with_steps
 
     model = torch.nn.Linear(3, 2)
     optimizer, scheduler = sgd_with_steps(model.parameters(), 0.1, 0.9, 0.0, [1], 0.1)

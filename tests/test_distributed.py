@@ -47,10 +47,10 @@ def test_two_ranks_finish_and_banks_see_the_global_batch(ksl_dataset, tmp_path):
     gathered = _run(ksl_dataset, tmp_path / "gathered", gather=True)
     assert gathered["epoch"] == 1
     # Every rank enqueued the keys of both ranks.
-    assert int(gathered["model"]["banks.joint_hand.pointer"]) == (2 * per_rank) % bank
+    assert int(gathered["model"]["banks.joint.hand.pointer"]) == (2 * per_rank) % bank
 
     local = _run(ksl_dataset, tmp_path / "local", gather=False)
-    assert int(local["model"]["banks.joint_hand.pointer"]) == per_rank % bank  # the authors' per-GPU banks
+    assert int(local["model"]["banks.joint.hand.pointer"]) == per_rank % bank  # the authors' per-GPU banks
 
     from slrpipe.pretrain.model import Pretrainer
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from slrpipe.finetune.train import load_model
+from slrpipe.model.classifier import load_model
 from slrpipe.h5io import RaggedFile
 from tests.conftest import REPO
 

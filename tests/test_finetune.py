@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 import torch
 
+from slrpipe.engine import loop as engine_loop
 from slrpipe.finetune import train as finetune_module
 from slrpipe.engine.checkpoints import load_checkpoint
 from slrpipe.config import FinetuneParams, PretrainParams
 from slrpipe.data.dataset import PoseDataset
 from slrpipe.errors import SlrpipeError
 from slrpipe.evaluation.evaluate import run_evaluate
-from slrpipe.finetune.train import build_classifier, load_model, run_finetune
+from slrpipe.finetune.train import run_finetune
+from slrpipe.model.classifier import build_classifier, load_model
 from slrpipe.evaluation.metrics import read_scores_csv, write_scores_csv
 from slrpipe.model import part_of
 from slrpipe.pretrain.model import Pretrainer
@@ -149,7 +151,7 @@ def test_a_damaged_pretrain_checkpoint_says_how_to_restore_it(ksl_dataset, pretr
 def _record_epochs(monkeypatch) -> tuple[list[dict], list]:
     """Every epoch's logged metrics, and the split of every PoseDataset fine-tuning opens."""
     epochs, splits = [], []
-    monkeypatch.setattr(finetune_module, "log_epoch", lambda live, metrics: epochs.append(dict(metrics)))
+    monkeypatch.setattr(engine_loop, "log_epoch", lambda live, metrics: epochs.append(dict(metrics)))
     original = finetune_module.PoseDataset.__init__
 
     def spy(self, path, settings, mode="eval", split=None, *args, **kwargs):

@@ -211,7 +211,7 @@ def test_setup_problems_end_with_one_line(trained, pose_inputs, tmp_path):
 
 def test_settings_come_from_the_model_file(trained, pose_inputs, tmp_path):
     from slrpipe.engine.checkpoints import load_checkpoint
-    from slrpipe.engine.runtime import save_checkpoint
+    from slrpipe.engine.checkpoints import save_checkpoint
 
     state = load_checkpoint(trained)
     state["preprocess"]["crop_scale"] = 3.0

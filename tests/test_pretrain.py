@@ -112,11 +112,11 @@ def test_every_trainable_parameter_gets_a_gradient(branches, parts, anchors):
 
 def test_parts_switch_changes_banks_and_features():
     model = Pretrainer(TINY, _settings(parts="trunk", branches="joint"))
-    assert set(model.banks) == {"joint_trunk"}  # only the used part has a bank, an encoder and a head
+    assert {m: set(b) for m, b in model.banks.items()} == {"joint": {"trunk"}}  # only the used part has a bank, an encoder and a head
     assert set(model.query["joint"].heads) == {"trunk"}
     assert {part_of(name) for name, _ in model.query["joint"].encoder.named_parameters()} == {"trunk"}
     authors = Pretrainer(TINY, _settings(transfer_anchors="global"))
-    assert authors.banks["joint_global"].size == 16 and authors.banks["joint_hand"].size == 8
+    assert authors.banks["joint"]["global"].size == 16 and authors.banks["joint"]["hand"].size == 8
     assert model.features(_view()).shape == (4, TINY.width)
 
 
@@ -213,7 +213,7 @@ def test_enqueue_keys_puts_the_key_encoders_embeddings_into_every_bank():
         expected = {m: model.key[m](view[m], view["mask"]) for m in model.modalities}
     for m in model.modalities:
         for part in ("hand", "trunk"):
-            torch.testing.assert_close(model.banks[f"{m}_{part}"].keys, expected[m][part])
+            torch.testing.assert_close(model.banks[m][part].keys, expected[m][part])
 
 
 @pytest.mark.parametrize("bank_init", ["keys", "random"])

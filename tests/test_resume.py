@@ -140,7 +140,7 @@ def test_resumed_curves_go_on_at_the_checkpoint_epoch(tmp_path, logged, first_ep
     """After 1 logged step dvclive's own resume logs step 0 again; rows logged after the last
     checkpoint (killed between the two writes) are logged again by the resumed run, once; a
     summary file cut short by the kill does not stop the resume."""
-    from slrpipe.engine.loop import log_epoch, open_live
+    from slrpipe.engine.live import log_epoch, open_live
 
     live = open_live(tmp_path, 0)
     for step in range(logged):

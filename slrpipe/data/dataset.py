@@ -21,18 +21,11 @@ from torch.utils.data import Dataset
 
 from slrpipe.data.augment import augment_view, resample, split_parts
 from slrpipe.config import AugmentParams
+from slrpipe.engine.loop import to_device
 from slrpipe.errors import SlrpipeError
 from slrpipe.h5io import RaggedFile
 
 Mode = Literal["pretrain", "train", "eval"]
-
-
-def _to_torch(tree: Any) -> Any:
-    if isinstance(tree, dict):
-        return {key: _to_torch(value) for key, value in tree.items()}
-    if isinstance(tree, list):
-        return [_to_torch(value) for value in tree]
-    return torch.from_numpy(tree)
 
 
 def eval_view(coords: np.ndarray, mask: np.ndarray, settings: AugmentParams) -> dict[str, dict[str, torch.Tensor]]:
@@ -44,7 +37,7 @@ def eval_view(coords: np.ndarray, mask: np.ndarray, settings: AugmentParams) -> 
     """
     coords = np.asarray(coords, dtype=np.float32).astype(np.float64)
     mask = np.asarray(mask, dtype=bool)
-    return _to_torch(split_parts(*resample(coords, mask, 0, len(coords), settings.frames), settings.motion))
+    return to_device(split_parts(*resample(coords, mask, 0, len(coords), settings.frames), settings.motion))
 
 
 class PoseDataset(Dataset):
@@ -120,5 +113,5 @@ class PoseDataset(Dataset):
             for _ in range(count)
         ]
         if self.mode == "pretrain":
-            return {"views": _to_torch(views), "label": label, "index": torch.tensor(position)}
-        return {"view": _to_torch(views[0]), "label": label, "index": torch.tensor(position)}
+            return {"views": to_device(views), "label": label, "index": torch.tensor(position)}
+        return {"view": to_device(views[0]), "label": label, "index": torch.tensor(position)}

@@ -1,6 +1,10 @@
-"""The parts of a training loop that pretraining and fine-tuning share: SGD with a step
-schedule, the training loader and its per-epoch seeding, moving batches to the device,
-resumable checkpoints and dvclive logging.
+"""The one training loop (`fit`) that pretraining and every fine-tuning protocol run through, and
+what it needs: SGD with a step schedule, the training loader and its per-epoch seeding, moving
+batches to the device, a pass over a dataset in eval mode, BatchNorm recalibration.
+
+A caller brings a model, a loss step and a validation hook; the loop owns the epochs, autocast,
+the progress bar, the metric sums (kept on the device and read once an epoch, so a step never
+waits for the GPU), dvclive logging and the epoch checkpoint, in that order.
 
 Exact resume: everything random in an epoch (sample order, augmentations, dropout, any other
 draw from the python, numpy or torch RNGs) is seeded from (seed, epoch, rank) when the epoch
@@ -10,24 +14,21 @@ never interrupted, whatever ran between epochs (the kNN monitor, validation) or 
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import random
-from collections.abc import Iterable, Iterator
-from pathlib import Path
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from tqdm import tqdm
 
-from slrpipe.engine.checkpoints import load_checkpoint
-from slrpipe.errors import SlrpipeError
-from slrpipe.h5io import write_text_atomic
-from slrpipe.engine.runtime import Runtime, save_checkpoint
+from slrpipe.engine.checkpoints import Checkpointer
+from slrpipe.engine.live import log_epoch, open_live
+from slrpipe.engine.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -88,106 +89,31 @@ def start_epoch(loader: DataLoader, epoch: int) -> None:
     loader.generator.manual_seed(loader_seed)
 
 
-def to_device(tree: Any, device: torch.device) -> Any:
-    """A batch (nested dicts and lists of tensors) on the device."""
+def to_device(tree: Any, device: torch.device | None = None) -> Any:
+    """A batch (nested dicts and lists of tensors or numpy arrays) as tensors on `device`; None
+    leaves them where they are (numpy arrays become tensors sharing their memory)."""
     if isinstance(tree, dict):
         return {key: to_device(value, device) for key, value in tree.items()}
     if isinstance(tree, list):
         return [to_device(value, device) for value in tree]
-    return tree.to(device, non_blocking=True)
+    tensor = torch.as_tensor(tree)
+    return tensor if device is None else tensor.to(device, non_blocking=True)
 
 
-class Checkpointer:
-    """An epoch checkpoint at `path` that is resumed only when made with the same `fingerprint`."""
-
-    def __init__(self, path: Path, fingerprint: str) -> None:
-        self.path = path
-        self.fingerprint = fingerprint
-
-    def resume(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> tuple[int, dict]:
-        """Restore the training state; returns (epochs already done, the checkpoint's extra data)."""
-        if not self.path.is_file():
-            return 0, {}
-        try:
-            state = load_checkpoint(self.path)
-        except SlrpipeError as error:
-            # Cut off by a crash or a full disk: the run it held is lost either way, so start over
-            # (the next epoch's checkpoint replaces it) rather than fail every `dvc repro`.
-            log.warning("%s; starting from scratch", error)
-            return 0, {}
-        if state.get("fingerprint") != self.fingerprint:
-            log.warning("%s was made with other settings or data: starting from scratch", self.path)
-            return 0, {}
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        log.info("resuming from %s after epoch %d", self.path, state["epoch"])
-        return state["epoch"], state.get("extra", {})
-
-    def save(self, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, **extra: Any) -> None:
-        save_checkpoint({
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "epoch": epoch,
-            "fingerprint": self.fingerprint,
-            "extra": extra,
-        }, self.path)
-
-
-def open_live(live_dir: Path | None, first_epoch: int):
-    """dvclive logger (None when not logging). A run resumed after `first_epoch` epochs goes on
-    with the same curves at step `first_epoch`."""
-    if live_dir is None:
-        return None
-    from dvclive import Live
-
-    summary = live_dir / "metrics.json"
-    if first_epoch > 0 and summary.is_file() and not _is_json(summary):
-        # dvclive rewrites it in place: a run killed at that moment leaves it cut short, and
-        # dvclive cannot resume from it. The next step writes it again in full.
-        log.warning("%s is damaged (the run was killed while writing it): starting it again", summary)
-        summary.unlink()
-    live = Live(dir=str(live_dir), resume=first_epoch > 0, save_dvc_exp=False, dvcyaml=None)
-    if first_epoch > 0:
-        # dvclive's own resume step is the saved one + 1, except after step 0, which it cannot
-        # tell from a fresh start: it would log step 0 twice. The checkpoint says where we are.
-        _drop_steps_from(Path(live.plots_dir) / "metrics", first_epoch)
-        live.step = first_epoch
-    return live
-
-
-def _is_json(path: Path) -> bool:
-    try:
-        json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        return False
-    return True
-
-
-def _drop_steps_from(metrics_dir: Path, first: int) -> None:
-    """Remove the curve rows of steps >= first: a run killed after logging an epoch but before its
-    checkpoint was written logs that epoch again when resumed."""
-    for path in metrics_dir.rglob("*.tsv"):
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle, delimiter="\t")
-            rows = list(reader)
-        kept = [row for row in rows if int(row["step"]) < first]
-        if len(kept) < len(rows):
-            text = io.StringIO()
-            writer = csv.DictWriter(text, reader.fieldnames or [], delimiter="\t", lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(kept)
-            write_text_atomic(path, text.getvalue())
-
-
-def log_epoch(live, metrics: dict[str, float]) -> None:
-    """Log an epoch's metrics as one step; call it before the epoch's checkpoint is saved."""
-    if live is None:
-        return
-    for name, value in metrics.items():
-        live.log_metric(name, value)
-    live.next_step()
+@torch.no_grad()
+def run_eval(model: nn.Module, dataset: Dataset, batch_size: int,
+             forward: Callable[[dict], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """`forward` on every batch of `dataset` in order, in eval mode (the model's mode is restored
+    after), its outputs concatenated as float tensors on the CPU: embeddings for the kNN monitor,
+    scores for validation and the evaluate stage."""
+    was_training = model.training
+    model.eval()
+    outputs: dict[str, list[torch.Tensor]] = {}
+    for batch in DataLoader(dataset, batch_size=batch_size):
+        for name, value in forward(batch).items():
+            outputs.setdefault(name, []).append(value.detach().float().cpu())
+    model.train(was_training)
+    return {name: torch.cat(values) for name, values in outputs.items()}
 
 
 @torch.no_grad()
@@ -211,3 +137,56 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Any], forward: Any
     for norm, momentum in zip(norms, momenta):
         norm.momentum = momentum
     model.train(was_training)
+
+
+# One training step: a batch in, (the loss to minimise, per-sample means to log as metrics) out.
+Step = Callable[[Any], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+# After each epoch's training, on the main process: validation metrics to log with it.
+Validate = Callable[[int], dict[str, float]]
+
+
+def fit(model: nn.Module, step: Step, loader: DataLoader, optimizer: torch.optim.Optimizer, scheduler: Any,
+        checkpointer: Checkpointer, runtime: Runtime, *, epochs: int, first_epoch: int, bf16: bool, desc: str,
+        live_dir: Any = None, validate: Validate | None = None, train_mode: Callable[[], None] | None = None,
+        checkpoint_extra: Callable[[], dict] = dict, stop_after: int | None = None) -> dict[str, float]:
+    """Train epochs first_epoch .. epochs - 1 (or until `stop_after`, as if interrupted there);
+    return the last epoch's metrics.
+
+    Each epoch: reseed (start_epoch), set the modes (`train_mode`, default model.train()), run
+    `step` under bf16 autocast on CUDA, step the scheduler, then on the main process add
+    `validate(epoch)`'s metrics, log the epoch and save the checkpoint with `checkpoint_extra()`.
+    """
+    live = open_live(live_dir, first_epoch) if runtime.is_main else None
+    autocast = runtime.device.type == "cuda" and bf16
+    last = epochs if stop_after is None else min(epochs, stop_after)
+    metrics: dict[str, float] = {}
+    for epoch in range(first_epoch, last):
+        start_epoch(loader, epoch)
+        train_mode() if train_mode is not None else model.train()
+        sums: dict[str, torch.Tensor] = {}
+        seen, started = 0, time.perf_counter()
+        for batch in tqdm(loader, desc=f"{desc} {epoch + 1}/{epochs}", unit="batch", disable=not runtime.is_main,
+                          dynamic_ncols=True, leave=False):
+            with torch.autocast(runtime.device.type, dtype=torch.bfloat16, enabled=autocast):
+                loss, values = step(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            size = len(batch["label"])
+            seen += size
+            for name, value in values.items():
+                sums[name] = sums.get(name, 0.0) + value.detach().float() * size
+        scheduler.step()
+        metrics = {name: (total / max(seen, 1)).item() for name, total in sums.items()}
+        metrics["lr"] = optimizer.param_groups[0]["lr"]
+        metrics["samples_per_second"] = seen * runtime.world_size / (time.perf_counter() - started)
+        if not runtime.is_main:
+            continue
+        if validate is not None:
+            metrics.update(validate(epoch + 1))
+        log.info("%s epoch %d/%d %s", desc, epoch + 1, epochs, ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        log_epoch(live, metrics)
+        checkpointer.save(epoch + 1, model, optimizer, scheduler, **checkpoint_extra())
+    if live is not None:
+        live.end()
+    return metrics

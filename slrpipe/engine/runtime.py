@@ -1,18 +1,11 @@
-"""Devices, distributed training and atomic checkpoint writing, shared by the training stages.
-
-Checkpoints are read with slrpipe.engine.checkpoints.load_checkpoint (weights_only loading)."""
+"""Devices, distributed training and torch threads for a training or evaluation process."""
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import json
 import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -100,35 +93,3 @@ def stop(runtime: Runtime) -> None:
         dist.destroy_process_group()
     if runtime.threads_before is not None:  # a caller in the same process (a test, a notebook) gets its threads back
         torch.set_num_threads(runtime.threads_before)
-
-
-def code_digest(*modules: str) -> str:
-    """SHA-256 over the source of the named modules (a package: every .py file in it).
-
-    Part of a training checkpoint's fingerprint, so that a code change makes a rerun train
-    again instead of resuming a finished run, as a DVC user expects when a dep changes.
-    """
-    digest = hashlib.sha256()
-    for name in modules:
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.origin is None:
-            raise ValueError(f"no source for module {name}")
-        origin = Path(spec.origin)
-        files = sorted(origin.parent.rglob("*.py")) if spec.submodule_search_locations else [origin]
-        for path in files:
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def fingerprint(*sections: Any) -> str:
-    """A short hash of the settings a checkpoint was made with (pydantic models or plain data)."""
-    plain = [s.model_dump(mode="json") if hasattr(s, "model_dump") else s for s in sections]
-    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def save_checkpoint(state: dict, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(state, temporary)
-    os.replace(temporary, path)

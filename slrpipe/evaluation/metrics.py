@@ -45,75 +45,17 @@ from typing import Any
 
 import numpy as np
 
+from slrpipe.engine.scoring import (  # noqa: F401 - the rank-based accuracies are part of this module's API
+    check_scores,
+    check_k,
+    mean_per_class,
+    require_samples,
+    per_class_accuracy,
+    per_instance_accuracy,
+    topk_correct,
+    true_rank,
+)
 from slrpipe.errors import SlrpipeError
-
-
-def _check(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    scores = np.asarray(scores)
-    labels = np.asarray(labels)
-    if scores.ndim != 2:
-        raise SlrpipeError(f"scores must be a (samples, classes) array, got shape {scores.shape}")
-    if labels.ndim != 1 or len(labels) != len(scores):
-        raise SlrpipeError(f"labels must be one per sample: {labels.shape} labels for {len(scores)} score rows")
-    if len(labels) and not np.issubdtype(labels.dtype, np.integer):
-        raise SlrpipeError(f"labels must be integer class indices, got {labels.dtype}")
-    classes = scores.shape[1]
-    outside = np.flatnonzero((labels < 0) | (labels >= classes))
-    if len(outside):
-        i = outside[0]
-        raise SlrpipeError(f"label {labels[i]} of sample {i} is outside the model's {classes} classes (0-{classes - 1})")
-    nan_rows = np.flatnonzero(np.isnan(scores).any(axis=1)) if np.issubdtype(scores.dtype, np.floating) else []
-    if len(nan_rows):
-        raise SlrpipeError(f"scores of sample {nan_rows[0]} are NaN ({len(nan_rows)} samples have NaN scores)")
-    return scores, labels.astype(np.int64)
-
-
-def _check_k(k: int, classes: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise SlrpipeError(f"top-k accuracy needs an integer k >= 1, got {k!r}")
-    if k > classes:
-        raise SlrpipeError(f"top-{k} accuracy needs at least {k} classes, the model has {classes}")
-
-
-def true_rank(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """(N,) 0-based rank of each sample's true class, ties broken by class index (module docstring)."""
-    scores, labels = _check(scores, labels)
-    true = scores[np.arange(len(labels)), labels][:, None]
-    before = np.arange(scores.shape[1])[None, :] < labels[:, None]
-    return (scores > true).sum(axis=1) + ((scores == true) & before).sum(axis=1)
-
-
-def topk_correct(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """(N,) bool: the true class is among the k highest scores (rank < k)."""
-    rank = true_rank(scores, labels)
-    _check_k(k, np.shape(scores)[1])
-    return rank < k
-
-
-def _mean_per_class(correct: np.ndarray, labels: np.ndarray) -> float:
-    counts = np.bincount(labels)
-    present = counts > 0  # absent classes would be 0/0: they are left out, not counted as 0
-    hits = np.bincount(labels, weights=correct, minlength=len(counts))
-    return float(np.mean(hits[present] / counts[present]))
-
-
-def _nonempty(labels: np.ndarray, what: str = "the test set") -> None:
-    if len(labels) == 0:
-        raise SlrpipeError(f"no samples to evaluate in {what}")
-
-
-def per_instance_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
-    """P-I top-k: the fraction of samples that are top-k correct."""
-    correct = topk_correct(scores, labels, k)
-    _nonempty(correct)
-    return float(correct.mean())
-
-
-def per_class_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
-    """P-C top-k: the mean of the per-class top-k accuracies over the classes present in `labels`."""
-    correct = topk_correct(scores, labels, k)
-    _nonempty(correct)
-    return _mean_per_class(correct, np.asarray(labels, dtype=np.int64))
 
 
 def per_class_table(scores: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1, 5)) -> list[dict[str, Any]]:
@@ -131,7 +73,7 @@ def per_class_table(scores: np.ndarray, labels: np.ndarray, ks: Sequence[int] = 
 
 def confusion_matrix(scores: np.ndarray, labels: np.ndarray, classes: int) -> np.ndarray:
     """(C, C) int64 counts: row = true class, column = top-1 prediction (first maximum)."""
-    scores, labels = _check(scores, labels)
+    scores, labels = check_scores(scores, labels)
     if scores.shape[1] != classes:
         raise SlrpipeError(f"scores have {scores.shape[1]} classes, expected {classes}")
     predicted = scores.argmax(axis=1) if len(scores) else np.zeros(0, dtype=np.int64)
@@ -141,7 +83,7 @@ def confusion_matrix(scores: np.ndarray, labels: np.ndarray, classes: int) -> np
 
 def _metrics(rank: np.ndarray, labels: np.ndarray, ks: Sequence[int], prefix: str) -> dict[str, float]:
     result = {f"{prefix}per_instance/top{k}": float((rank < k).mean()) for k in ks}
-    result.update({f"{prefix}per_class/top{k}": _mean_per_class(rank < k, labels) for k in ks})
+    result.update({f"{prefix}per_class/top{k}": mean_per_class(rank < k, labels) for k in ks})
     return result
 
 
@@ -159,8 +101,8 @@ def evaluate(
     rank = true_rank(scores, labels)  # validates scores and labels
     labels = np.asarray(labels, dtype=np.int64)
     for k in ks:
-        _check_k(k, np.shape(scores)[1])
-    _nonempty(labels)
+        check_k(k, np.shape(scores)[1])
+    require_samples(labels)
     result = _metrics(rank, labels, ks, "")
     for name, mask in (subsets or {}).items():
         if not name or "/" in name:
@@ -169,7 +111,7 @@ def evaluate(
         if mask.dtype != np.bool_ or mask.shape != labels.shape:
             raise SlrpipeError(f"subset {name!r} must be a bool mask of the {len(labels)} samples, "
                                f"got {mask.dtype} of shape {mask.shape}")
-        _nonempty(labels[mask], f"subset {name!r}")
+        require_samples(labels[mask], f"subset {name!r}")
         result.update(_metrics(rank[mask], labels[mask], ks, f"{name}/"))
     return result
 

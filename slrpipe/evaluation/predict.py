@@ -28,7 +28,7 @@ from slrpipe.config import AugmentParams, DatasetParams, ExtractParams, Preproce
 from slrpipe.data.dataset import eval_view
 from slrpipe.errors import SampleError, SlrpipeError
 from slrpipe.pose.extract import Extractor
-from slrpipe.finetune.train import load_model
+from slrpipe.model.classifier import load_model
 from slrpipe.pose.manifest import KIND_MP_FRAMES, KIND_VIDEO, ManifestRow, kind_of_path
 from slrpipe.data.preprocess import normalize
 from slrpipe.engine.runtime import resolve_device

@@ -10,10 +10,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
-from slrpipe.pretrain import losses
 from slrpipe.config import ModelSize, PretrainParams
 from slrpipe.model import SignEncoder, branches_of, parts_of
+from slrpipe.pretrain import losses
 from slrpipe.pretrain.queue import KeyQueue
+
 
 class Projector(nn.Sequential):
     """The pretraining head: width -> hidden -> ReLU -> head_dim."""
@@ -50,7 +51,10 @@ def gather(keys: torch.Tensor) -> torch.Tensor:
 
 
 class Pretrainer(nn.Module):
-    """Call with two augmented views from the loader; returns every loss term and the total."""
+    """Call with two augmented views from the loader; returns every loss term and the total.
+
+    What the settings switch on or off (branches, parts, the global head, consistency, each
+    knowledge-transfer direction) is resolved here once, so `forward` reads as Eq. 8."""
 
     def __init__(self, size: ModelSize, settings: PretrainParams) -> None:
         super().__init__()
@@ -58,18 +62,23 @@ class Pretrainer(nn.Module):
         self.modalities = branches_of(settings.branches)
         self.parts = parts_of(settings.parts)
         global_head = settings.transfer_anchors == "global"
+        # The embeddings InfoNCE runs on: each part (paper), plus the global one (authors' code).
+        self.contrasted = self.parts + (("global",) if global_head else ())
         self.query = nn.ModuleDict({m: Branch(size, self.parts, global_head) for m in self.modalities})
         self.key = copy.deepcopy(self.query)
         for parameter in self.key.parameters():
             parameter.requires_grad_(False)
         self.key.load_state_dict(self.query.state_dict())
-        # One bank per modality and part (paper); the authors' form adds a global bank and
-        # keeps the part banks smaller.
+        # One bank per modality and contrasted embedding; the authors' global bank has bank_size
+        # keys and their part banks part_bank_size.
         part_bank = settings.part_bank_size if global_head else settings.bank_size
-        banks = {f"{m}_{p}": KeyQueue(part_bank, size.head_dim) for m in self.modalities for p in self.parts}
-        if global_head:
-            banks.update({f"{m}_global": KeyQueue(settings.bank_size, size.head_dim) for m in self.modalities})
-        self.banks = nn.ModuleDict(banks)
+        self.banks = nn.ModuleDict({m: nn.ModuleDict({p: KeyQueue(settings.bank_size if p == "global" else part_bank, size.head_dim)
+                                                      for p in self.contrasted}) for m in self.modalities})
+        self.weight = {"joint": settings.lambda_joint, "motion": settings.lambda_motion}
+        # Consistency ties the hand to the trunk, so it needs both parts.
+        self.consistency = self._consistency_loss if settings.use_consistency and self.parts == ("hand", "trunk") else None
+        directions = [("joint", "motion")] * settings.transfer_joint_to_motion + [("motion", "joint")] * settings.transfer_motion_to_joint
+        self.transfers = directions if settings.use_knowledge_transfer and len(self.modalities) == 2 else []
 
     @torch.no_grad()
     def momentum_update(self) -> None:
@@ -79,21 +88,24 @@ class Pretrainer(nn.Module):
         torch._foreach_mul_(key_params, m)
         torch._foreach_add_(key_params, list(self.query.parameters()), alpha=1 - m)
 
-    def snapshot(self) -> dict[str, torch.Tensor]:
+    def snapshot(self) -> dict[str, dict[str, torch.Tensor]]:
         """Every bank's keys as this step's losses see them, copied once: the enqueue at the
         end of the step writes into the buffers that backward still needs."""
-        return {name: queue.keys.clone() for name, queue in self.banks.items()}
-
-    def anchors(self, banks: dict[str, torch.Tensor], modality: str) -> torch.Tensor:
-        """Knowledge-transfer anchors S: hand bank + trunk bank (paper) or the global bank."""
-        if self.settings.transfer_anchors == "global":
-            return banks[f"{modality}_global"]
-        return sum(banks[f"{modality}_{part}"] for part in self.parts)
+        return {m: {p: queue.keys.clone() for p, queue in banks.items()} for m, banks in self.banks.items()}
 
     def total_embedding(self, embeddings: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.settings.transfer_anchors == "global":
+        """f~ = f~_hand + f~_trunk (paper) or the global head's embedding (authors' code); with
+        the banks in place of embeddings, the knowledge-transfer anchors S."""
+        if "global" in embeddings:
             return embeddings["global"]
         return sum(embeddings[part] for part in self.parts)
+
+    def _consistency_loss(self, query: dict, key: dict, banks: dict) -> torch.Tensor:
+        s = self.settings
+        if s.consistency_form == "softmax":  # paper, Eq. 3
+            return losses.part_consistency(query["hand"], query["trunk"], key["hand"], key["trunk"], s.tau_consistency)
+        return losses.neighbour_consistency(query["hand"], query["trunk"], key["hand"], key["trunk"], banks["hand"],
+                                            banks["trunk"], s.neighbour_top_k, s.neighbour_tau_teacher, s.neighbour_tau_student)
 
     def forward(self, view_q: dict, view_k: dict) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """(loss terms with "total", diagnostics of the embeddings): 0-d tensors, left on the device."""
@@ -102,49 +114,28 @@ class Pretrainer(nn.Module):
         with torch.no_grad():
             self.momentum_update()
             key = {m: self.key[m](view_k[m], view_k["mask"]) for m in self.modalities}
-
         banks = self.snapshot()
-        terms: dict[str, torch.Tensor] = {}
-        diagnostics: dict[str, torch.Tensor] = {}
-        contrasted = self.parts + (("global",) if s.transfer_anchors == "global" else ())
-        for m in self.modalities:
-            terms[f"contrast_{m}"] = sum(
-                losses.info_nce(query[m][p], key[m][p], banks[f"{m}_{p}"], s.tau_contrast) for p in contrasted
-            )
-            if s.use_consistency and self.parts == ("hand", "trunk"):
-                q, k = query[m], key[m]
-                if s.consistency_form == "softmax":
-                    terms[f"consistency_{m}"] = losses.part_consistency(q["hand"], q["trunk"], k["hand"], k["trunk"], s.tau_consistency)
-                else:
-                    terms[f"consistency_{m}"] = losses.neighbour_consistency(
-                        q["hand"], q["trunk"], k["hand"], k["trunk"], banks[f"{m}_hand"], banks[f"{m}_trunk"],
-                        s.neighbour_top_k, s.neighbour_tau_teacher, s.neighbour_tau_student,
-                    )
-        if s.use_knowledge_transfer and len(self.modalities) == 2:
-            anchors = {m: self.anchors(banks, m) for m in self.modalities}
-            directions = [("joint", "motion")] * s.transfer_joint_to_motion + [("motion", "joint")] * s.transfer_motion_to_joint
-            for teacher, student in directions:
-                terms[f"transfer_{teacher}_to_{student}"] = losses.knowledge_transfer(
-                    self.total_embedding(key[teacher]), anchors[teacher],
-                    self.total_embedding(query[student]), anchors[student],
-                    s.transfer_top_k, s.tau_teacher, s.tau_student,
-                )
+
+        # Eq. 2: InfoNCE per modality, summed over the contrasted embeddings.
+        contrast = {m: sum(losses.info_nce(query[m][p], key[m][p], banks[m][p], s.tau_contrast) for p in self.contrasted)
+                    for m in self.modalities}
+        # Eq. 3: hand-trunk consistency per modality.
+        consistency = {m: self.consistency(query[m], key[m], banks[m]) for m in self.modalities} if self.consistency else {}
+        # Eq. 4-7: knowledge transfer from the teacher modality's key to the student's query.
+        transfer = {f"transfer_{t}_to_{u}": losses.knowledge_transfer(
+            self.total_embedding(key[t]), self.total_embedding(banks[t]), self.total_embedding(query[u]),
+            self.total_embedding(banks[u]), s.transfer_top_k, s.tau_teacher, s.tau_student) for t, u in self.transfers}
+        # Eq. 8.
+        total = losses.total_loss(contrast.get("joint"), consistency.get("joint"), contrast.get("motion"),
+                                  consistency.get("motion"), sum(transfer.values()) if transfer else None,
+                                  lambda_joint=s.lambda_joint, lambda_motion=s.lambda_motion)
+        terms = {**{f"contrast_{m}": v for m, v in contrast.items()}, **{f"consistency_{m}": v for m, v in consistency.items()},
+                 **transfer, "total": total}
 
         # Diagnostics, no gradient: positive / negative cosine, alignment and uniformity of each
         # contrasted embedding tell collapse, too-different views and stale negatives apart.
-        for m in self.modalities:
-            for p in contrasted:
-                for stat, value in losses.embedding_stats(query[m][p], key[m][p], banks[f"{m}_{p}"]).items():
-                    diagnostics[f"{stat}_{m}_{p}"] = value
-
-        transfer = [value for name, value in terms.items() if name.startswith("transfer_")]
-        total = losses.total_loss(
-            terms.get("contrast_joint"), terms.get("consistency_joint"),
-            terms.get("contrast_motion"), terms.get("consistency_motion"),
-            sum(transfer) if transfer else None,
-            lambda_joint=s.lambda_joint, lambda_motion=s.lambda_motion,
-        )
-        terms["total"] = total
+        diagnostics = {f"{stat}_{m}_{p}": value for m in self.modalities for p in self.contrasted
+                       for stat, value in losses.embedding_stats(query[m][p], key[m][p], banks[m][p]).items()}
 
         # Enqueue after the losses used the banks: this batch's keys are negatives from the next step on.
         self._enqueue(key)
@@ -154,13 +145,16 @@ class Pretrainer(nn.Module):
     def _enqueue(self, key: dict[str, dict[str, torch.Tensor]]) -> None:
         for m in self.modalities:
             for part, embedding in key[m].items():
-                self.banks[f"{m}_{part}"].enqueue(gather(embedding) if self.settings.gather_keys else embedding)
+                self.banks[m][part].enqueue(gather(embedding) if self.settings.gather_keys else embedding)
 
     @torch.no_grad()
     def enqueue_keys(self, view: dict) -> None:
         """The key encoders' embeddings of one view batch into the banks, without a loss or an
         update (pretrain.bank_init: keys fills the banks this way before the first step)."""
         self._enqueue({m: self.key[m](view[m], view["mask"]) for m in self.modalities})
+
+    def queues(self) -> list[KeyQueue]:
+        return [queue for banks in self.banks.values() for queue in banks.values()]
 
     @torch.no_grad()
     def features(self, view: dict) -> torch.Tensor:

@@ -1,27 +1,26 @@
-"""The pretraining loop: SGD with a step schedule, bf16 autocast on GPU, DDP under torchrun,
-a kNN monitor, a checkpoint every epoch, resume, and dvclive metrics."""
+"""Pretraining through the engine's loop: the Pretrainer's loss step, DDP under torchrun, banks
+filled before the first step when asked, and a kNN monitor on the validation split."""
 
 from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from slrpipe.config import Params, PretrainParams
 from slrpipe.data.dataset import PoseDataset
 from slrpipe.errors import SlrpipeError
 from slrpipe.h5io import file_digest
+from slrpipe.engine.checkpoints import Checkpointer, code_digest, fingerprint
+from slrpipe.engine.loop import fit, run_eval, sgd_with_steps, start_epoch, to_device, train_loader
+from slrpipe.engine.runtime import Runtime, start, stop
 from slrpipe.engine.scoring import knn_accuracy
 from slrpipe.pretrain.model import Pretrainer
-from slrpipe.engine.runtime import Runtime, code_digest, fingerprint, start, stop
-from slrpipe.engine.loop import Checkpointer, log_epoch, open_live, sgd_with_steps, start_epoch, to_device, train_loader
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,7 @@ class PretrainResult:
 
 
 # The library code pretraining runs: a change to it starts training over instead of resuming.
-CODE = ("slrpipe.pretrain", "slrpipe.model", "slrpipe.pretrain.losses", "slrpipe.data.dataset", "slrpipe.data.augment", "slrpipe.engine.loop")
+CODE = ("slrpipe.pretrain", "slrpipe.model", "slrpipe.data.dataset", "slrpipe.data.augment", "slrpipe.engine")
 
 
 def settings_fingerprint(params: Params, dataset_path: Path) -> str:
@@ -44,15 +43,11 @@ def settings_fingerprint(params: Params, dataset_path: Path) -> str:
     return fingerprint(params.pretrain, params.model.chosen, params.augment, file_digest(dataset_path), code_digest(*CODE))
 
 
-@torch.no_grad()
 def embed(model: Pretrainer, dataset: PoseDataset, device: torch.device, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    model.eval()
-    features, labels = [], []
-    for batch in DataLoader(dataset, batch_size=batch_size):
-        features.append(model.features(to_device(batch["view"], device)).float().cpu())
-        labels.append(batch["label"])
-    model.train()
-    return torch.cat(features), torch.cat(labels)
+    """The query encoders' sequence features (eval mode) and the labels of every sample."""
+    out = run_eval(model, dataset, batch_size,
+                   lambda batch: {"features": model.features(to_device(batch["view"], device)), "labels": batch["label"]})
+    return out["features"], out["labels"].long()
 
 
 KNN_METRIC = "val/knn_top1"
@@ -77,7 +72,7 @@ def fill_banks(model: Pretrainer, loader: DataLoader, runtime: Runtime, settings
     Every rank runs the same number of batches (the sampler gives each the same count), so the
     key gathering of several GPUs stays in step. Epoch 0 starts afresh afterwards (start_epoch
     reseeds everything), so this pass does not change what training sees."""
-    largest = max(queue.size for queue in model.banks.values())
+    largest = max(queue.size for queue in model.queues())
     per_batch = settings.batch_size * (runtime.world_size if settings.gather_keys else 1)
     needed = math.ceil(largest / per_batch)
     autocast = runtime.device.type == "cuda" and settings.bf16
@@ -129,52 +124,31 @@ def _train(params: Params, dataset_path: Path, out_dir: Path, live_dir: Path | N
         # Banks are per-rank buffers: never overwrite them with rank 0's (authors' per-GPU banks).
         trained = DistributedDataParallel(model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None,
                                           broadcast_buffers=False)
-    live = open_live(live_dir, first_epoch) if runtime.is_main else None
     if first_epoch == 0 and settings.bank_init == "keys":
         fill_banks(model, loader, runtime, settings)
 
-    last_epoch = settings.epochs if stop_after is None else min(settings.epochs, stop_after)
-    autocast = runtime.device.type == "cuda" and settings.bf16
-    metrics: dict[str, float] = {}
+    def step(batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        view_q, view_k = to_device(batch["views"], runtime.device)
+        terms, diagnostics = trained(view_q, view_k)
+        return terms["total"], {**{f"train/loss/{name}": value for name, value in terms.items()},
+                                **{f"train/{name}": value for name, value in diagnostics.items()}}
+
     knn_off_said = False
-    for epoch in range(first_epoch, last_epoch):
-        start_epoch(loader, epoch)
-        sums: dict[str, torch.Tensor] = {}
-        seen, started = 0, time.perf_counter()
-        progress = tqdm(loader, desc=f"pretrain {epoch + 1}/{settings.epochs}", unit="batch", disable=not runtime.is_main,
-                        dynamic_ncols=True, leave=False)
-        for batch in progress:
-            view_q, view_k = to_device(batch["views"], runtime.device)
-            with torch.autocast(runtime.device.type, dtype=torch.bfloat16, enabled=autocast):
-                terms, diagnostics = trained(view_q, view_k)
-            optimizer.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            optimizer.step()
-            size = len(batch["label"])
-            seen += size
-            # Summed on the device and read once per epoch: no host-device sync per step.
-            for name, value in [*((f"loss/{n}", v) for n, v in terms.items()), *diagnostics.items()]:
-                sums[name] = sums.get(name, 0.0) + value.detach().float() * size
-        scheduler.step()
-        elapsed = time.perf_counter() - started
-        metrics = {f"train/{name}": (total / max(seen, 1)).item() for name, total in sums.items()}
-        metrics["lr"] = optimizer.param_groups[0]["lr"]
-        metrics["samples_per_second"] = seen * runtime.world_size / elapsed
-        if (epoch + 1) % settings.knn_every == 0 or epoch + 1 == settings.epochs:
-            accuracy = knn_monitor(model, params, dataset_path, runtime.device) if runtime.is_main else None
-            if accuracy is not None:
-                metrics[KNN_METRIC] = accuracy
-            elif runtime.is_main and not knn_off_said:
-                log.warning("%s has no validation split: the kNN monitor records nothing", dataset_path)
-                knn_off_said = True
-        if runtime.is_main:
-            log.info("epoch %d/%d %s", epoch + 1, settings.epochs, ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
-            log_epoch(live, metrics)
-            checkpointer.save(epoch + 1, model, optimizer, scheduler,
-                              model_size=params.model.chosen.model_dump(mode="json"),
-                              pretrain=settings.model_dump(mode="json"),
-                              augment=params.augment.model_dump(mode="json"),
-                              glosses=dataset.glosses)
-    if live is not None:
-        live.end()
-    return PretrainResult(last_epoch - first_epoch, metrics, checkpoint_path)
+
+    def validate(epoch: int) -> dict[str, float]:
+        nonlocal knn_off_said
+        if epoch % settings.knn_every and epoch != settings.epochs:
+            return {}
+        accuracy = knn_monitor(model, params, dataset_path, runtime.device)
+        if accuracy is None and not knn_off_said:
+            log.warning("%s has no validation split: the kNN monitor records nothing", dataset_path)
+            knn_off_said = True
+        return {} if accuracy is None else {KNN_METRIC: accuracy}
+
+    extra = {"model_size": params.model.chosen.model_dump(mode="json"), "pretrain": settings.model_dump(mode="json"),
+             "augment": params.augment.model_dump(mode="json"), "glosses": dataset.glosses}
+    metrics = fit(model, step, loader, optimizer, scheduler, checkpointer, runtime, epochs=settings.epochs,
+                  first_epoch=first_epoch, bf16=settings.bf16, desc="pretrain", live_dir=live_dir, validate=validate,
+                  checkpoint_extra=lambda: extra, stop_after=stop_after)
+    last_epoch = settings.epochs if stop_after is None else min(settings.epochs, stop_after)
+    return PretrainResult(max(last_epoch - first_epoch, 0), metrics, checkpoint_path)
