@@ -237,6 +237,7 @@ class PretrainParams(Section):
     # kNN accuracy of the query encoders' features on the validation split, every few epochs.
     knn_every: int = Field(default=5, ge=1)
     knn_neighbours: int = Field(default=20, ge=1)
+    knn_recalibrate_bn: bool = True
 
     @property
     def contrast_chance(self) -> float:

@@ -3,6 +3,7 @@ filled before the first step when asked, and a kNN monitor on the validation spl
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from slrpipe.data.dataset import PoseDataset
 from slrpipe.errors import SlrpipeError
 from slrpipe.h5io import file_digest
 from slrpipe.engine.checkpoints import Checkpointer, code_digest, fingerprint
-from slrpipe.engine.loop import fit, run_eval, sgd_with_steps, start_epoch, to_device, train_loader
+from slrpipe.engine.loop import fit, recalibrate_batchnorm, run_eval, sgd_with_steps, start_epoch, to_device, train_loader
 from slrpipe.engine.runtime import Runtime, start, stop
 from slrpipe.engine.scoring import knn_accuracy
 from slrpipe.pretrain.model import Pretrainer
@@ -61,6 +62,10 @@ def knn_monitor(model: Pretrainer, params: Params, dataset_path: Path, device: t
     probe = PoseDataset(dataset_path, params.augment, "eval", split="val")
     if len(bank) == 0 or len(probe) == 0:
         return None
+    if settings.knn_recalibrate_bn:  # in a copy: training goes on with its own running averages
+        model = copy.deepcopy(model)
+        recalibrate_batchnorm(model.query, DataLoader(bank, batch_size=settings.batch_size),
+                              lambda batch: model.features(to_device(batch["view"], device)))
     train_x, train_y = embed(model, bank, device, settings.batch_size)
     val_x, val_y = embed(model, probe, device, settings.batch_size)
     return knn_accuracy(train_x, train_y, val_x, val_y, settings.knn_neighbours, len(bank.glosses))
