@@ -1,0 +1,1 @@
+"""Evaluation: scores, metrics and the report of a trained model."""
