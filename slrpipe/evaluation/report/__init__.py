@@ -48,7 +48,8 @@ def read_metrics(path: Path) -> dict:
     evaluated model was selected (its "selected" part) when recorded."""
     whole = _read_json(path, "evaluate")
     metrics = whole.get("test")
-    if not isinstance(metrics, dict) or not isinstance(metrics.get("per_instance"), dict) or "top1" not in metrics["per_instance"]:
+    top = metrics.get("per_instance") if isinstance(metrics, dict) else None
+    if not isinstance(top, dict) or "top1" not in top:
         raise SlrpipeError(f"{path} has no test/per_instance/top1 accuracy: rerun `dvc repro evaluate`")
     return {**metrics, "selected": whole["selected"]} if "selected" in whole else metrics
 
@@ -101,12 +102,13 @@ def read_curves(live_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 def read_inputs(eval_dir: Path, preprocess_dir: Path, live_dirs: dict[str, Path]) -> Inputs:
     metrics, per_class = read_metrics(eval_dir / "metrics.json"), read_per_class(eval_dir / PER_CLASS_FILE)
     labels, embeddings = read_embeddings(eval_dir / "embeddings.npz")
+    summary = _read_json(preprocess_dir / "preprocess_summary.json", "preprocess")
     subsets, glosses = preprocess_dir / "label_subsets.json", preprocess_dir / "glosses.txt"  # line i: label i
     curves = {stage: read_curves(live_dir) for stage, live_dir in live_dirs.items()}
-    return Inputs(metrics, per_class, embeddings, labels,
-                  _read_json(preprocess_dir / "preprocess_summary.json", "preprocess"),
+    return Inputs(metrics, per_class, embeddings, labels, summary,
                   _read_json(subsets, "preprocess") if subsets.is_file() else None,
-                  glosses.read_text(encoding="utf-8").splitlines() if glosses.is_file() else None, {stage: found for stage, found in curves.items() if found},
+                  glosses.read_text(encoding="utf-8").splitlines() if glosses.is_file() else None,
+                  {stage: found for stage, found in curves.items() if found},
                   {stage: live_dirs[stage] / "plots" / "metrics" for stage, found in curves.items() if not found})
 
 

@@ -99,7 +99,8 @@ def plot_tsne(path: Path, embeddings: dict[str, np.ndarray], labels: np.ndarray,
     return None
 
 
-ACCURACY_CURVES = (("train/top1", "train top-1", {"color": "tab:blue"}), ("val/top1", "validation top-1", {"color": "tab:orange"}),
+ACCURACY_CURVES = (("train/top1", "train top-1", {"color": "tab:blue"}),
+                   ("val/top1", "validation top-1", {"color": "tab:orange"}),
                    ("val/top5", "validation top-5", {"color": "tab:orange", "linestyle": "--"}),
                    ("test/top1", "test top-1 (finetune.select: test)", {"color": "tab:purple"}))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import yaml
@@ -146,7 +147,8 @@ def _params_yaml(params: Params) -> str:
 
 def render_markdown(params: Params, inputs: Inputs, acc: pd.DataFrame, comparison: Comparison | None,
                     figures_why: dict[str, str | None], missing: dict[str, str], per_class_link: str) -> str:
-    """results.md; `figures_why`: figure path -> why it was not drawn (None: drawn); `missing`: stage -> why its curves are missing."""
+    """results.md. `figures_why`: figure path -> why it was not drawn (None: drawn); `missing`: stage
+    -> why its curves are missing."""
     out = [f"# Results: {dataset_label(params)}, protocol {params.finetune.protocol}", "",
            ("Isolated sign language recognition from pose with self-supervised spatial-temporal consistency "
             "pretraining (Zhao et al., IEEE TIP 2024), as run by slrpipe. Accuracies are in percent."), "",
@@ -161,7 +163,8 @@ def render_markdown(params: Params, inputs: Inputs, acc: pd.DataFrame, compariso
     else:
         out += [f"### Compared with the paper: {comparison.title}", "", markdown_table(comparison.table, 2), "",
                 ("The paper's numbers are as published in Zhao et al., IEEE TIP 2024 (P-I = per instance, "
-                 f"P-C = per class); {DASH} = not reported."), *([""] + [f"- {n}" for n in comparison.notes] if comparison.notes else []), ""]
+                 f"P-C = per class); {DASH} = not reported."), ""]
+        out += [*(f"- {note}" for note in comparison.notes), ""] if comparison.notes else []
         if params.model.size != "paper":
             out += [(f"This run used model size `{params.model.size}`, not the paper's; "
                      f"pretraining ran {params.pretrain.epochs} epochs (paper: 150)."), ""]

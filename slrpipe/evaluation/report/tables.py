@@ -153,8 +153,8 @@ def compare(params: Params, acc: pd.DataFrame, paper: pd.DataFrame) -> Compariso
     table_v = protocol == "linear" or labels is not None  # Table V: linear (frozen encoders), semi (a label subset)
     columns, method = _columns("V" if table_v else main, dataset), run_method(params)
     ours = [(method, "")] + ([(f"{method} (+R)", "fused/")] if fused and not table_v else [])
-    cells = [columns.assign(set=(prefix + columns.set).str.rstrip("/")).merge(acc, "left", on=["set", "level", "k"]).value.map(percent)
-             for _, prefix in ours]
+    cells = [columns.assign(set=(prefix + columns.set).str.rstrip("/")).merge(acc, "left", on=["set", "level", "k"])
+             .value.map(percent) for _, prefix in ours]
     published = columns.merge(paper, on=["dataset", "metric"])  # every paper value of these columns
     has = set(zip(published.table, published.method))
     notes = []
@@ -218,7 +218,8 @@ def results_csv(params: Params, acc: pd.DataFrame, comparison: Comparison | None
     ours = acc[acc.k.isin(top_ks(acc))].reset_index(drop=True)
     run = pd.DataFrame({
         "source": "this run", "method": np.where(ours.set == "fused", f"{method} (+R)", method),
-        "dataset": [("NMFs-CSL total" if label == "NMFs-CSL" else label) if s in ("", "fused") else f"{label} {s}" for s in ours.set],
+        "dataset": [("NMFs-CSL total" if label == "NMFs-CSL" else label) if s in ("", "fused") else f"{label} {s}"
+                    for s in ours.set],
         "metric": ours.level + " top" + ours.k.astype(str), "value": (100 * ours.value).map("{:.4f}".format)})
     if comparison is None:
         return run
