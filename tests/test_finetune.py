@@ -21,7 +21,7 @@ from slrpipe.evaluation.metrics import read_scores_csv, write_scores_csv
 from slrpipe.model import part_of
 from slrpipe.pretrain.model import Pretrainer
 from slrpipe.pretrain.train import run_pretrain
-from slrpipe.report import selection_text
+from slrpipe.evaluation.report.render import selection_text
 from tests.conftest import TINY, tiny_params
 from tests.test_pretrain import _view
 

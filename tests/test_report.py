@@ -8,14 +8,17 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 from slrpipe.config import parse_params
 from slrpipe.errors import SlrpipeError
-from slrpipe.report import (NO_PUBLISHED, paper_dataset, paper_results, run_report, selection_text, tsne_2d,
-                            tsne_perplexity)
+from slrpipe.evaluation.report import markdown_table, read_inputs, run_report
+from slrpipe.evaluation.report.figures import tsne_2d, tsne_perplexity
+from slrpipe.evaluation.report.render import NO_PUBLISHED, schedule, selection_text
+from slrpipe.evaluation.report.tables import accuracies, best_and_worst, paper_dataset, paper_results, run_table
 
 GLOSSES = ["bad", "do it", "don't", "follow me", "glad", "good", "hate", "i'm fine", "no", "sorry", "tired", "yes"]
 METRICS = {"per_instance": {"top1": 0.423077, "top5": 0.884615}, "per_class": {"top1": 0.401389, "top5": 0.875}}
@@ -114,10 +117,12 @@ def msasl(tmp_path_factory) -> tuple[Path, str]:
 
 
 def test_paper_results_are_package_data():
-    rows = paper_results()
-    assert {r.table for r in rows} == {"I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XI"}
-    ours = {(r.dataset, r.metric): r.value for r in rows if r.table == "I" and r.method == "Ours"}
-    assert ours[("MSASL100", "P-I top1")] == 86.26
+    paper = paper_results()
+    assert set(paper.table) == {"I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XI"}
+    ours = paper[(paper.table == "I") & (paper.method == "Ours")].set_index(["dataset", "metric"])
+    assert ours.number[("MSASL100", "P-I top1")] == 86.26
+    # as printed: NMFs-CSL has one decimal, kept as text for results.csv
+    assert paper[(paper.table == "III") & (paper.method == "Ours") & (paper.dataset == "NMFs-CSL total")].value.iloc[0] == "75.6"
 
 
 @pytest.mark.parametrize(("source", "classes", "expected"), [
@@ -304,32 +309,31 @@ def test_stage_command(tmp_path):
     assert (tmp_path / "out" / "results.md").is_file() and (tmp_path / "out" / "results.csv").is_file()
 
 
-def _table_glosses(lines: list[str], title: str) -> list[str]:
-    table = lines[lines.index(title) + 2]
-    return [row.split(" | ")[0].lstrip("| ") for row in table.splitlines()[2:]]
-
-
 @pytest.mark.parametrize("classes", [11, 12, 14])
 def test_best_and_worst_classes_never_overlap(classes):
-    from slrpipe.report import _per_class_section
-
     # Mostly perfect classes: ties everywhere, broken by the number of test samples.
     rows = [{"label": i, "gloss": f"g{i}", "samples": 3 if i < classes - 2 else 2, "top1": 1.0 if i < classes - 2 else 0.0}
             for i in range(classes)]
-    lines = _per_class_section(rows, "eval/per_class.csv")
-    best, worst = _table_glosses(lines, "Best 5 classes:"), _table_glosses(lines, "Worst 5 classes:")
+    best, worst = best_and_worst(pd.DataFrame(rows))
     assert len(best) == 5 and len(worst) == 5
-    assert not set(best) & set(worst)
-    assert set(worst[:2]) == {f"g{classes - 2}", f"g{classes - 1}"}  # the two never recognized come first
+    assert not set(best.Gloss) & set(worst.Gloss)
+    assert set(worst.Gloss[:2]) == {f"g{classes - 2}", f"g{classes - 1}"}  # the two never recognized come first
+    assert list(worst.columns) == ["Gloss", "Label", "Test samples", "top-1 (%)"]
+
+
+def test_ten_classes_or_fewer_are_all_shown_best_first():
+    rows = [{"label": i, "gloss": f"g{i}", "samples": 2, "top1": i / 10, "top5": 1.0} for i in range(10)]
+    best, worst = best_and_worst(pd.DataFrame(rows))
+    assert worst is None
+    assert list(best.Gloss) == [f"g{i}" for i in range(9, -1, -1)]
+    assert list(best["top-1 (%)"][:2]) == ["90.00", "80.00"]
 
 
 def test_schedule_describes_only_the_lr_drops_that_happened():
-    from slrpipe.report import _schedule
-
-    assert _schedule(0.01, 0.1, (20,), 30) == "0.01 (x0.1 after epoch 20)"
-    assert _schedule(0.01, 0.1, (20,), 20) == "0.01 (constant; lr_steps 20 not reached in 20 epochs)"
-    assert _schedule(0.01, 0.1, (10, 40), 30) == "0.01 (x0.1 after epoch 10; lr_steps 40 not reached in 30 epochs)"
-    assert _schedule(0.01, 0.1, (), 30) == "0.01 (constant)"
+    assert schedule(0.01, 0.1, (20,), 30) == "0.01 (x0.1 after epoch 20)"
+    assert schedule(0.01, 0.1, (20,), 20) == "0.01 (constant; lr_steps 20 not reached in 20 epochs)"
+    assert schedule(0.01, 0.1, (10, 40), 30) == "0.01 (x0.1 after epoch 10; lr_steps 40 not reached in 30 epochs)"
+    assert schedule(0.01, 0.1, (), 30) == "0.01 (constant)"
 
 
 @pytest.mark.parametrize(("selected", "expected"), [
@@ -349,3 +353,50 @@ def test_results_md_says_how_the_model_was_selected(msasl, tmp_path):
     assert "| Model selection | selected on test (authors' protocol, optimistic): epoch 7 of 60" in text
     assert "The model was selected on test (authors' protocol, optimistic)" in text
     assert "| all test samples | 42.31 |" in text  # `selected` is not an evaluated set
+
+
+def test_markdown_table_renders_any_dataframe():
+    frame = pd.DataFrame({"Gloss": ["yes", "a|b", "two\nlines"], "Label": [3, 4, 5], "top-1 (%)": ["50.00", "–", "1.50"]})
+    assert markdown_table(frame, left=2).splitlines() == [
+        "| Gloss | Label | top-1 (%) |",
+        "|---|---|---:|",
+        "| yes | 3 | 50.00 |",
+        "| a\\|b | 4 | – |",  # a pipe in a cell does not split it
+        "| two lines | 5 | 1.50 |",
+    ]
+    assert markdown_table(frame.iloc[:0]).splitlines() == ["| Gloss | Label | top-1 (%) |", "|---|---:|---:|"]
+
+
+def test_run_table_orders_sets_and_ks():
+    metrics = {"fused": {"per_instance": {"top5": 0.9, "top1": 0.5}, "per_class": {"top1": 0.4}},
+               "per_instance": {"top5": 0.8, "top1": 0.25}, "per_class": {"top5": 0.75, "top1": 0.2},
+               "samples": 8, "selected": {"epoch": 3, "val": {"top1": 0.3}}}
+    table = run_table(accuracies(metrics))
+    assert list(table.columns) == ["Evaluated on", "P-I top-1", "P-I top-5", "P-C top-1", "P-C top-5"]
+    assert table.values.tolist() == [["all test samples", "25.00", "80.00", "20.00", "75.00"],
+                                     ["fused (+R)", "50.00", "90.00", "40.00", "–"]]
+
+
+def test_glosses_and_per_class_table_are_read_as_text(tmp_path):
+    eval_dir = write_eval(tmp_path / "eval")
+    text = (eval_dir / "per_class.csv").read_text().replace(",bad,", ",null,")
+    (eval_dir / "per_class.csv").write_text(text)
+    pre = write_preprocess(tmp_path / "pre")
+    (pre / "glosses.txt").write_text("".join(f"{g}\n" for g in [*GLOSSES, "NA"]))
+    inputs = read_inputs(eval_dir, pre, {})
+    assert inputs.glosses[-1] == "NA" and len(inputs.glosses) == 13
+    assert inputs.per_class.gloss[0] == "null" and inputs.per_class.label.dtype.kind == "i"
+    _path, text = render(tmp_path)  # no glosses.txt: the class count is the per-class table's
+    assert "| Classes | 100 classes, 12 of them in the test split |" in text
+    path = run_report(make_params(tmp_path), eval_dir, pre, {}, tmp_path / "out")
+    assert "| Classes | 13 classes, 12 of them in the test split |" in path.read_text()
+
+
+def test_unreadable_per_class_table_names_the_file(tmp_path):
+    eval_dir = write_eval(tmp_path / "eval")
+    (eval_dir / "per_class.csv").write_text("label,gloss,samples,top1\n0,bad,five,0.5\n")
+    with pytest.raises(SlrpipeError, match=r"per_class.csv: .*not a number: rerun `dvc repro evaluate`"):
+        read_inputs(eval_dir, write_preprocess(tmp_path / "pre"), {})
+    (eval_dir / "per_class.csv").write_text("label,gloss\n")
+    with pytest.raises(SlrpipeError, match=r"per_class.csv lacks the column\(s\) samples, top1"):
+        read_inputs(eval_dir, write_preprocess(tmp_path / "pre"), {})

@@ -1,0 +1,189 @@
+"""results.md: the tables rendered as markdown, between the sentences that say what they show."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from slrpipe.config import Params
+from slrpipe.evaluation.report.figures import BRANCHES, CURVES_PNG, TSNE_PNG
+from slrpipe.evaluation.report.tables import (DASH, Comparison, Inputs, best_and_worst, dataset_label, label_percent,
+                                              percent, run_table, top_ks)
+
+NO_PUBLISHED = "No published numbers exist for this dataset"
+PUBLISHED_FOR = "MS-ASL (100/200/1000 classes), WLASL (100/300/2000), NMFs-CSL and SLR500"
+PROTOCOLS = {
+    "finetune": "finetune: the pretrained encoders and the classifier are trained",
+    "linear": "linear: the pretrained encoders are frozen; only the linear classifier is trained",
+    "semi": "semi: the pretrained encoders and the classifier are trained",
+    "scratch": "scratch: the same model trained from a random initialisation, without pretraining",
+}
+
+
+def markdown_table(frame: pd.DataFrame, left: int = 1) -> str:
+    """`frame` as a markdown table: its first `left` columns left-aligned, the others (numbers) right-aligned."""
+    def line(cells: Sequence) -> str:
+        return "| " + " | ".join(str(cell).replace("|", "\\|").replace("\n", " ") for cell in cells) + " |"
+
+    align = "|" + "|".join("---" if i < left else "---:" for i in range(frame.shape[1])) + "|"
+    return "\n".join([line(frame.columns), align, *(line(row) for row in frame.itertuples(index=False))])
+
+
+def relative(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def missing_why(params: Params, missing_curves: dict[str, Path]) -> dict[str, str]:
+    """Why a stage's curves are missing, one line per reason, keyed by stage."""
+    return {stage: "no pretraining curves:\nprotocol scratch trains without pretraining"
+            if stage == "pretrain" and params.finetune.protocol == "scratch" else
+            f"no {'pretraining' if stage == 'pretrain' else 'fine-tuning'} curves found\n({relative(where)})"
+            for stage, where in missing_curves.items()}
+
+
+def schedule(lr: float, gamma: float, steps: Sequence[int], epochs: int) -> str:
+    """The lr schedule as it ran: a MultiStepLR milestone at or past the last epoch never fires."""
+    taken, unreached = [m for m in steps if m < epochs], [m for m in steps if m >= epochs]
+    text = (f"{lr:g} (x{gamma:g} after epoch{'s' if len(taken) > 1 else ''} {', '.join(map(str, taken))}"
+            if taken else f"{lr:g} (constant")
+    return text + (f"; lr_steps {', '.join(map(str, unreached))} not reached in {epochs} epochs" if unreached else "") + ")"
+
+
+def selection_text(metrics: dict, epochs: int) -> str:
+    """How the evaluated epoch was chosen, from metrics.json's `selected` (written by evaluate from the model file)."""
+    selected = metrics.get("selected")
+    if not isinstance(selected, dict) or "epoch" not in selected:
+        return "not recorded in the model file (made by an older slrpipe): rerun `dvc repro finetune`"
+    epoch = f"epoch {selected['epoch']} of {epochs}"
+    if "test" in selected:
+        return (f"selected on test (authors' protocol, optimistic): {epoch}, the best test top-1 during training "
+                f"({percent(selected['test'].get('top1'))} %) (`finetune.select: test`)")
+    if "val" in selected:
+        return f"{epoch}, the best validation top-1 ({percent(selected['val'].get('top1'))} %) (`finetune.select: val`)"
+    return f"{epoch}, the last (`finetune.select: last`)"
+
+
+def _split_text(params: Params) -> str:
+    p, source = params.preprocess, params.dataset.source
+    how = "by signer (no signer in two splits)" if p.split == "signer" else "random, class-stratified"
+    if source in ("wlasl", "msasl"):
+        return "the dataset's official split"
+    if source in ("nmfs_csl", "slr500"):  # official train and test only
+        return (f"the dataset's official train/test split; validation: {p.val_fraction:.0%} of the training samples, "
+                f"drawn {how}, seed {p.seed} (`preprocess.split: {p.split}`)")
+    return (f"seeded split {how}, seed {p.seed}, validation {p.val_fraction:.0%}, test {p.test_fraction:.0%}"
+            f" (`preprocess.split: {p.split}`)" + ("; rows the manifest marks test or val keep their split, rows marked "
+            "train become train or validation (validation only when the manifest marks none)" if source == "manifest" else ""))
+
+
+def _what_was_run(params: Params, inputs: Inputs, ks: list[int]) -> pd.DataFrame:
+    d, f, pre, s, size = params.dataset, params.finetune, params.pretrain, inputs.summary, params.model.chosen
+    test_classes = len(np.unique(inputs.labels))
+    classes = len(inputs.glosses) if inputs.glosses else d.num_classes
+    sizes = ", ".join(f"{name} {s[f'{name}_samples']}" for name in ("train", "val", "test") if f"{name}_samples" in s)
+    bad = (f"; {s['bad']} of {s['samples'] + s['bad']} samples left out by preprocessing (no usable frame)"
+           if s.get("bad") and "samples" in s else "")
+    key = label_percent(params)
+    count = (len(inputs.subsets[key]) if inputs.subsets and key in inputs.subsets else s.get(f"labelled_{key}")) if key else None
+    labels = "; all training labels" if key is None else (
+        f"; {key} of the training labels" + (f" ({count} labelled samples)" if count is not None else ""))
+    on = {True: "on", False: "off"}
+    rows = {
+        "Dataset": f"{dataset_label(params)} (source `{d.source}`, root `{relative(d.root)}`)",
+        "Classes": f"{classes} classes, {test_classes} of them in the test split" if classes else
+                   f"{test_classes} classes in the test split",
+        "Split": _split_text(params),
+        "Split sizes": f"{sizes or 'unknown'}{bad}",
+        "Protocol": PROTOCOLS[f.protocol] + labels,
+        "Branches / parts": f"{f.branches} / {f.parts}",
+        "Model size": (f"`{params.model.size}` (joint GCN {list(size.joint_channels)}, part GCN {list(size.part_channels)}, "
+                       f"feature width {size.width}; hand Transformer {size.hand_layers} x {size.hand_heads} heads, "
+                       f"trunk Transformer {size.trunk_layers} x {size.trunk_heads} heads)"),
+        "Pretraining": "none (protocol scratch)" if f.protocol == "scratch" else (
+            f"{pre.epochs} epochs, branches {pre.branches}, parts {pre.parts}, consistency {on[pre.use_consistency]}, "
+            f"knowledge transfer {on[pre.use_knowledge_transfer]}, lambda_J {pre.lambda_joint:g}, lambda_M "
+            f"{pre.lambda_motion:g}, batch {pre.batch_size}, lr {schedule(pre.lr, pre.lr_gamma, pre.lr_steps, pre.epochs)}"),
+        "Fine-tuning": (f"{f.schedule.epochs} epochs, lr {schedule(f.lr, f.lr_gamma, f.schedule.lr_steps, f.schedule.epochs)}, "
+                        f"batch {f.batch_size}, branch logits combined by {f.combine}"),
+        "Model selection": selection_text(inputs.metrics, f.schedule.epochs),
+        "Evaluated": (f"{inputs.metrics.get('samples', len(inputs.labels))} test samples, "
+                      f"{', '.join(f'top-{k}' for k in ks)}; P-I = per instance, P-C = mean over classes"),
+    }
+    return pd.DataFrame(rows.items(), columns=["", ""])
+
+
+def _per_class(per_class: pd.DataFrame, link: str) -> list[str]:
+    if per_class.empty:
+        return ["No per-class results (per_class.csv is empty)."]
+    best, worst = best_and_worst(per_class)
+    if worst is None:
+        return [f"All {len(per_class)} test classes, best first:", "", markdown_table(best, 2)]
+    return [(f"{len(per_class)} test classes; {(per_class.top1 == 1).sum()} recognized perfectly (top-1 100 %), "
+             f"{(per_class.top1 == 0).sum()} never (top-1 0 %). Ties are broken by the number of test samples. "
+             f"All classes: [{Path(link).name}]({link})."), "",
+            "Best 5 classes:", "", markdown_table(best, 2), "", "Worst 5 classes:", "", markdown_table(worst, 2)]
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style, except lists of plain values on one line ([640, 480]), as params.yaml writes them."""
+
+
+_Dumper.add_representer(list, lambda dumper, data: dumper.represent_sequence(
+    "tag:yaml.org,2002:seq", data, flow_style=all(not isinstance(item, (list, dict)) for item in data)))
+
+
+def _params_yaml(params: Params) -> str:
+    data = params.model_dump(mode="json")
+    data["dataset"]["root"] = relative(params.dataset.root)
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False, width=120)
+
+
+def render_markdown(params: Params, inputs: Inputs, acc: pd.DataFrame, comparison: Comparison | None,
+                    figures_why: dict[str, str | None], missing: dict[str, str], per_class_link: str) -> str:
+    """results.md. `figures_why`: figure path -> why it was not drawn (None: drawn); `missing`: stage
+    -> why its curves are missing."""
+    out = [f"# Results: {dataset_label(params)}, protocol {params.finetune.protocol}", "",
+           ("Isolated sign language recognition from pose with self-supervised spatial-temporal consistency "
+            "pretraining (Zhao et al., IEEE TIP 2024), as run by slrpipe. Accuracies are in percent."), "",
+           "## What was run", "", markdown_table(_what_was_run(params, inputs, top_ks(acc)), 2), "",
+           "## Results", "", "### This run", "", markdown_table(run_table(acc)), ""]
+    if isinstance(inputs.metrics.get("selected"), dict) and "test" in inputs.metrics["selected"]:
+        out += [("The model was selected on test (authors' protocol, optimistic): the epoch with the best test "
+                 "top-1, so these test numbers are not an unbiased estimate."), ""]
+    if comparison is None:
+        out += [(f"{NO_PUBLISHED}: the paper reports {PUBLISHED_FOR} only, so this run's numbers above "
+                 "(in the layout of its Tables I-II) stand alone."), ""]
+    else:
+        out += [f"### Compared with the paper: {comparison.title}", "", markdown_table(comparison.table, 2), "",
+                ("The paper's numbers are as published in Zhao et al., IEEE TIP 2024 (P-I = per instance, "
+                 f"P-C = per class); {DASH} = not reported."), ""]
+        out += [*(f"- {note}" for note in comparison.notes), ""] if comparison.notes else []
+        if params.model.size != "paper":
+            out += [(f"This run used model size `{params.model.size}`, not the paper's; "
+                     f"pretraining ran {params.pretrain.epochs} epochs (paper: 150)."), ""]
+    out += ["## Figures", ""]
+    if figures_why[TSNE_PNG] is None:
+        branches = [b for b in BRANCHES if b in inputs.embeddings]
+        which = ("joint-only, motion-only and combined (both L2-normalized, concatenated)" if len(branches) == 2
+                 else f"{branches[0]}-only: the model has no {'motion' if branches[0] == 'joint' else 'joint'} branch")
+        out += [f"t-SNE of the test embeddings, {which}; coloured by class (the paper's Fig. 3):", "",
+                f"![t-SNE of test embeddings]({TSNE_PNG})", ""]
+    else:
+        out += [f"No t-SNE figure: {figures_why[TSNE_PNG]}.", ""]
+    out += [f"- {missing[stage].replace(chr(10), ' ')}." for stage in ("pretrain", "finetune") if stage in missing]
+    out += [""] if missing else []
+    out += (["Training curves:", "", f"![Training curves]({CURVES_PNG})", ""] if figures_why[CURVES_PNG] is None
+            else [f"No training-curve figure: {figures_why[CURVES_PNG]}.", ""])
+    out += ["## Per-class results", "", *_per_class(inputs.per_class, per_class_link), "",
+            "## Reproducibility", "",
+            ("`dvc repro` with these `params.yaml` sections produced the numbers above "
+             "(split sizes from `data/preprocess/preprocess_summary.json`):"), "",
+            "```yaml", _params_yaml(params).rstrip(), "```", ""]
+    return "\n".join(out)
