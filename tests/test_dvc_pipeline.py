@@ -12,7 +12,11 @@ import yaml
 
 from slrpipe.model.classifier import load_model
 from slrpipe.h5io import RaggedFile
-from tests.conftest import REPO
+from tests.conftest import REPO, TINY
+
+# A five-sign slice of the demo (5 sessions x 2 recordings each) and the tests' tiny model: this
+# test is about what reruns and whether every stage's outputs are well formed, not what is learned.
+DEMO_WORDS = ("bad", "glad", "good", "no", "yes")
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="dvc needs git")
 
@@ -28,11 +32,18 @@ def project(tmp_path_factory) -> Path:
     copy = tmp_path_factory.mktemp("project")
     for name in ("dvc.yaml", "params.yaml", ".dvcignore", "pyproject.toml"):
         shutil.copy2(REPO / name, copy / name)
-    for folder in ("slrpipe", "stages", ".dvc", "data/demo"):
+    for folder in ("slrpipe", "stages", ".dvc"):
         shutil.copytree(REPO / folder, copy / folder, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))
-    # A short pretraining: this test is about what reruns, not about what is learned.
+    demo = REPO / "data" / "demo"
+    (copy / "data" / "demo").mkdir(parents=True)
+    for name in ("LICENSE", "README.md"):  # the recordings' licence and attribution travel with them
+        shutil.copy2(demo / name, copy / "data" / "demo" / name)
+    for session in sorted(demo.glob("MP_Data*")):
+        for word in DEMO_WORDS:
+            shutil.copytree(session / word, copy / "data" / "demo" / session.name / word)
     params = yaml.safe_load((copy / "params.yaml").read_text())
-    params["pretrain"].update(epochs=1, knn_every=1, num_workers=0, lr_steps=[])
+    params["model"] = {"size": "tiny", "sizes": {"tiny": TINY.model_dump(mode="json")}}
+    params["pretrain"].update(epochs=1, knn_every=1, num_workers=0, lr_steps=[], bank_size=16, transfer_top_k=8)
     params["finetune"]["schedules"]["finetune"] = {"epochs": 1, "lr_steps": []}
     params["finetune"]["num_workers"] = 0
     params["augment"]["frames"] = 16
@@ -56,19 +67,22 @@ def test_repro_then_nothing_then_only_what_changed(project):
     for stage in STAGES:
         assert f"Running stage '{stage}'" in first
     # Every stage's outputs exist and are well formed (the CI smoke run of the whole chain).
+    recordings = len(list((project / "data" / "demo").glob("MP_Data*/*/*")))
     with RaggedFile(project / "data" / "extract" / "keypoints.h5") as keypoints:
-        assert len(keypoints) == 130
+        assert len(keypoints) == recordings == 5 * len(DEMO_WORDS) * 2
         assert len(set(keypoints.column("signer"))) == 5
+    skipped = (project / "data" / "preprocess" / "preprocess_report.csv").read_text().count("\n") - 1
     with RaggedFile(project / "data" / "preprocess" / "dataset.h5") as dataset:
-        assert len(dataset) == 128 and set(dataset.column("split")) == {"train", "val", "test"}
+        assert len(dataset) == recordings - skipped and set(dataset.column("split")) == {"train", "val", "test"}
+        tested = list(dataset.column("split")).count("test")
     assert (project / "data" / "models" / "pretrain" / "checkpoint.pt").is_file()
     assert "knn_top1" in json.loads((project / "data" / "dvclive" / "pretrain" / "metrics.json").read_text())["val"]
     model, meta = load_model(project / "data" / "models" / "finetune" / "best.pt")
-    assert len(meta["glosses"]) == 13
+    assert len(meta["glosses"]) == len(DEMO_WORDS)
     metrics = json.loads((project / "reports" / "eval" / "metrics.json").read_text())
     assert list(metrics) == ["test", "selected"]
     assert 0 <= metrics["test"]["per_instance"]["top1"] <= 1 and "top5" in metrics["test"]["per_class"]
-    assert metrics["test"]["samples"] == 25
+    assert metrics["test"]["samples"] == tested
     assert metrics["selected"]["epoch"] == 1 and set(metrics["selected"]) == {"epoch", "val"}  # finetune.select: val
     results = (project / "reports" / "results.md").read_text()
     assert "P-I top-1" in results and "| Model selection | epoch 1 of 1, the best validation top-1" in results
