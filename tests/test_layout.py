@@ -100,3 +100,16 @@ def test_the_check_sees_an_upward_import(source, expected):
 def test_peers_may_not_import_each_other():
     assert wing_of("slrpipe.pretrain.train") == "pretrain" and RANK["pretrain"] == RANK["finetune"]
     assert wing_of("slrpipe.config") == "slrpipe" and wing_of("slrpipe.pose") == "pose" and wing_of("stages.cli") == "stages"
+
+
+def test_every_data_file_of_the_library_is_package_data():
+    # An installed slrpipe has only the files pyproject.toml declares: a template or table read at
+    # run time (the report's results_template.md, the paper's numbers) must be declared there.
+    import tomllib
+
+    globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["slrpipe"]
+    package = REPO / "slrpipe"
+    data = [path.relative_to(package) for path in package.rglob("*")
+            if path.is_file() and path.suffix not in (".py", ".pyc") and "__pycache__" not in path.parts]
+    assert data, "no data files found under slrpipe/"
+    assert [path.as_posix() for path in data if not any(path.match(glob) for glob in globs)] == []

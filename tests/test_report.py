@@ -398,5 +398,16 @@ def test_unreadable_per_class_table_names_the_file(tmp_path):
     with pytest.raises(SlrpipeError, match=r"per_class.csv: .*not a number: rerun `dvc repro evaluate`"):
         read_inputs(eval_dir, write_preprocess(tmp_path / "pre"), {})
     (eval_dir / "per_class.csv").write_text("label,gloss\n")
-    with pytest.raises(SlrpipeError, match=r"per_class.csv lacks the column\(s\) samples, top1"):
+    with pytest.raises(SlrpipeError, match=r"per_class.csv: lacks the column\(s\) samples, top1"):
+        read_inputs(eval_dir, write_preprocess(tmp_path / "pre"), {})
+
+
+@pytest.mark.parametrize(("name", "content", "problem"), [
+    ("metrics.json", "{bad", r"metrics.json: not valid JSON"), ("metrics.json", "[]", r"metrics.json: should hold a JSON object"),
+    ("embeddings.npz", "not an archive", r"embeddings.npz: .*: rerun `dvc repro evaluate`"),
+])
+def test_unreadable_evaluate_files_name_the_file(tmp_path, name, content, problem):
+    eval_dir = write_eval(tmp_path / "eval")
+    (eval_dir / name).write_text(content)
+    with pytest.raises(SlrpipeError, match=problem):
         read_inputs(eval_dir, write_preprocess(tmp_path / "pre"), {})

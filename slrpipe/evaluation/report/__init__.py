@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -24,62 +27,67 @@ from slrpipe.h5io import write_text_atomic
 
 __all__ = ["Inputs", "markdown_table", "read_inputs", "run_report"]
 log = logging.getLogger(__name__)
-PER_CLASS_FILE = "per_class.csv"
+PER_CLASS = "per_class.csv"
+T = TypeVar("T")
 
 
-def _need(path: Path, stage: str) -> Path:
+def _read(path: Path, stage: str, parse: Callable[[Path], T]) -> T:
+    """`parse(path)`, with a missing or unreadable file as one error that names it and the stage to rerun."""
     if not path.is_file():
         raise SlrpipeError(f"{path} not found: run `dvc repro {stage}` first")
-    return path
-
-
-def _read_json(path: Path, stage: str) -> dict:
     try:
-        data = json.loads(_need(path, stage).read_text(encoding="utf-8"))
+        return parse(path)
+    except (ValueError, OSError, zipfile.BadZipFile) as error:
+        raise SlrpipeError(f"{path}: {error}: rerun `dvc repro {stage}`") from None
+
+
+def _json_object(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise SlrpipeError(f"{path} is not valid JSON ({error}): rerun `dvc repro {stage}`") from None
+        raise ValueError(f"not valid JSON ({error})") from None
     if not isinstance(data, dict):
-        raise SlrpipeError(f"{path} should hold a JSON object: rerun `dvc repro {stage}`")
+        raise ValueError("should hold a JSON object")
     return data
 
 
-def read_metrics(path: Path) -> dict:
-    """The evaluate stage's test-split metrics (the "test" part of metrics.json), with how the
-    evaluated model was selected (its "selected" part) when recorded."""
-    whole = _read_json(path, "evaluate")
+def _metrics(path: Path) -> dict:
+    """The test-split metrics (metrics.json's "test"), with how the evaluated model was selected
+    ("selected") when recorded."""
+    whole = _json_object(path)
     metrics = whole.get("test")
     top = metrics.get("per_instance") if isinstance(metrics, dict) else None
     if not isinstance(top, dict) or "top1" not in top:
-        raise SlrpipeError(f"{path} has no test/per_instance/top1 accuracy: rerun `dvc repro evaluate`")
+        raise ValueError("has no test/per_instance/top1 accuracy")
     return {**metrics, "selected": whole["selected"]} if "selected" in whole else metrics
 
 
-def read_per_class(path: Path) -> pd.DataFrame:
+def _table(path: Path) -> pd.DataFrame:
     try:  # as text: a gloss such as "null" or "NA" stays a gloss
-        table = pd.read_csv(_need(path, "evaluate"), dtype=str, keep_default_na=False)
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         table = pd.DataFrame()
     missing = {"label", "gloss", "samples", "top1"} - set(table.columns)
     if missing:
-        raise SlrpipeError(f"{path} lacks the column(s) {', '.join(sorted(missing))}: rerun `dvc repro evaluate`")
+        raise ValueError(f"lacks the column(s) {', '.join(sorted(missing))}")
     try:
         tops = {c: pd.to_numeric(table[c].where(table[c] != "")) for c in table if c.startswith("top")}
         return table.assign(**tops).astype({"label": int, "samples": int})
     except ValueError:
-        raise SlrpipeError(f"{path}: a label, sample count or accuracy is not a number: rerun `dvc repro evaluate`") from None
+        raise ValueError("a label, sample count or accuracy is not a number") from None
 
 
-def read_embeddings(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    with np.load(_need(path, "evaluate")) as data:
+def _embeddings(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    with np.load(path) as data:
         if "labels" not in data:
-            raise SlrpipeError(f"{path} has no labels array: rerun `dvc repro evaluate`")
+            raise ValueError("has no labels array")
         labels = np.asarray(data["labels"]).astype(np.int64)
         features = {b: np.asarray(data[b], dtype=np.float64) for b in BRANCHES if b in data}
     if not features:
-        raise SlrpipeError(f"{path} holds neither joint nor motion features: rerun `dvc repro evaluate`")
+        raise ValueError("holds neither joint nor motion features")
     for branch, values in features.items():
         if values.ndim != 2 or len(values) != len(labels):
-            raise SlrpipeError(f"{path}: {branch} features of shape {values.shape} do not fit {len(labels)} labels")
+            raise ValueError(f"{branch} features of shape {values.shape} do not fit {len(labels)} labels")
     return labels, features
 
 
@@ -100,13 +108,13 @@ def read_curves(live_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def read_inputs(eval_dir: Path, preprocess_dir: Path, live_dirs: dict[str, Path]) -> Inputs:
-    metrics, per_class = read_metrics(eval_dir / "metrics.json"), read_per_class(eval_dir / PER_CLASS_FILE)
-    labels, embeddings = read_embeddings(eval_dir / "embeddings.npz")
-    summary = _read_json(preprocess_dir / "preprocess_summary.json", "preprocess")
+    metrics, per_class = _read(eval_dir / "metrics.json", "evaluate", _metrics), _read(eval_dir / PER_CLASS, "evaluate", _table)
+    labels, embeddings = _read(eval_dir / "embeddings.npz", "evaluate", _embeddings)
+    summary = _read(preprocess_dir / "preprocess_summary.json", "preprocess", _json_object)
     subsets, glosses = preprocess_dir / "label_subsets.json", preprocess_dir / "glosses.txt"  # line i: label i
     curves = {stage: read_curves(live_dir) for stage, live_dir in live_dirs.items()}
     return Inputs(metrics, per_class, embeddings, labels, summary,
-                  _read_json(subsets, "preprocess") if subsets.is_file() else None,
+                  _read(subsets, "preprocess", _json_object) if subsets.is_file() else None,
                   glosses.read_text(encoding="utf-8").splitlines() if glosses.is_file() else None,
                   {stage: found for stage, found in curves.items() if found},
                   {stage: live_dirs[stage] / "plots" / "metrics" for stage, found in curves.items() if not found})
@@ -129,7 +137,7 @@ def run_report(params: Params, eval_dir: Path, preprocess_dir: Path, live_dirs: 
         if reason is not None:  # no stale figure from an earlier run next to this report
             (out_dir / figure).unlink(missing_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    link = Path(os.path.relpath(eval_dir / PER_CLASS_FILE, out_dir)).as_posix()
+    link = Path(os.path.relpath(eval_dir / PER_CLASS, out_dir)).as_posix()
     path = out_dir / "results.md"
     write_text_atomic(path, render_markdown(params, inputs, acc, comparison, why, missing, link))
     write_text_atomic(out_dir / "results.csv", results_csv(params, acc, comparison).to_csv(index=False, lineterminator="\n"))

@@ -1,9 +1,12 @@
-"""results.md: the tables rendered as markdown, between the sentences that say what they show."""
+"""results.md: the tables rendered as markdown and the sentences that say what they show, filled into
+the page's fixed text, results_template.md (package data)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
+from string import Template
 
 import numpy as np
 import pandas as pd
@@ -120,15 +123,16 @@ def _what_was_run(params: Params, inputs: Inputs, ks: list[int]) -> pd.DataFrame
 
 
 def _per_class(per_class: pd.DataFrame, link: str) -> list[str]:
+    """The per-class section's paragraphs."""
     if per_class.empty:
         return ["No per-class results (per_class.csv is empty)."]
     best, worst = best_and_worst(per_class)
     if worst is None:
-        return [f"All {len(per_class)} test classes, best first:", "", markdown_table(best, 2)]
+        return [f"All {len(per_class)} test classes, best first:", markdown_table(best, 2)]
     return [(f"{len(per_class)} test classes; {(per_class.top1 == 1).sum()} recognized perfectly (top-1 100 %), "
              f"{(per_class.top1 == 0).sum()} never (top-1 0 %). Ties are broken by the number of test samples. "
-             f"All classes: [{Path(link).name}]({link})."), "",
-            "Best 5 classes:", "", markdown_table(best, 2), "", "Worst 5 classes:", "", markdown_table(worst, 2)]
+             f"All classes: [{Path(link).name}]({link})."),
+            "Best 5 classes:", markdown_table(best, 2), "Worst 5 classes:", markdown_table(worst, 2)]
 
 
 class _Dumper(yaml.SafeDumper):
@@ -145,45 +149,50 @@ def _params_yaml(params: Params) -> str:
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False, width=120)
 
 
-def render_markdown(params: Params, inputs: Inputs, acc: pd.DataFrame, comparison: Comparison | None,
-                    figures_why: dict[str, str | None], missing: dict[str, str], per_class_link: str) -> str:
-    """results.md. `figures_why`: figure path -> why it was not drawn (None: drawn); `missing`: stage
-    -> why its curves are missing."""
-    out = [f"# Results: {dataset_label(params)}, protocol {params.finetune.protocol}", "",
-           ("Isolated sign language recognition from pose with self-supervised spatial-temporal consistency "
-            "pretraining (Zhao et al., IEEE TIP 2024), as run by slrpipe. Accuracies are in percent."), "",
-           "## What was run", "", markdown_table(_what_was_run(params, inputs, top_ks(acc)), 2), "",
-           "## Results", "", "### This run", "", markdown_table(run_table(acc)), ""]
-    if isinstance(inputs.metrics.get("selected"), dict) and "test" in inputs.metrics["selected"]:
-        out += [("The model was selected on test (authors' protocol, optimistic): the epoch with the best test "
-                 "top-1, so these test numbers are not an unbiased estimate."), ""]
+def _after_run_table(params: Params, metrics: dict, comparison: Comparison | None) -> list[str]:
+    """The paragraphs after this run's table: the paper's numbers beside it, or why there are none."""
+    selected = metrics.get("selected")
+    out = [("The model was selected on test (authors' protocol, optimistic): the epoch with the best test top-1, so these "
+            "test numbers are not an unbiased estimate.")] if isinstance(selected, dict) and "test" in selected else []
     if comparison is None:
-        out += [(f"{NO_PUBLISHED}: the paper reports {PUBLISHED_FOR} only, so this run's numbers above "
-                 "(in the layout of its Tables I-II) stand alone."), ""]
-    else:
-        out += [f"### Compared with the paper: {comparison.title}", "", markdown_table(comparison.table, 2), "",
-                ("The paper's numbers are as published in Zhao et al., IEEE TIP 2024 (P-I = per instance, "
-                 f"P-C = per class); {DASH} = not reported."), ""]
-        out += [*(f"- {note}" for note in comparison.notes), ""] if comparison.notes else []
-        if params.model.size != "paper":
-            out += [(f"This run used model size `{params.model.size}`, not the paper's; "
-                     f"pretraining ran {params.pretrain.epochs} epochs (paper: 150)."), ""]
-    out += ["## Figures", ""]
+        return out + [f"{NO_PUBLISHED}: the paper reports {PUBLISHED_FOR} only, so this run's numbers above "
+                      "(in the layout of its Tables I-II) stand alone."]
+    out += [f"### Compared with the paper: {comparison.title}", markdown_table(comparison.table, 2),
+            ("The paper's numbers are as published in Zhao et al., IEEE TIP 2024 (P-I = per instance, "
+             f"P-C = per class); {DASH} = not reported."), "\n".join(f"- {note}" for note in comparison.notes)]
+    if params.model.size != "paper":
+        out.append(f"This run used model size `{params.model.size}`, not the paper's; "
+                   f"pretraining ran {params.pretrain.epochs} epochs (paper: 150).")
+    return out
+
+
+def _figures(inputs: Inputs, figures_why: dict[str, str | None], missing: dict[str, str]) -> list[str]:
+    """The figures section's paragraphs: each figure or why it is missing, and why curves are missing."""
     if figures_why[TSNE_PNG] is None:
         branches = [b for b in BRANCHES if b in inputs.embeddings]
         which = ("joint-only, motion-only and combined (both L2-normalized, concatenated)" if len(branches) == 2
                  else f"{branches[0]}-only: the model has no {'motion' if branches[0] == 'joint' else 'joint'} branch")
-        out += [f"t-SNE of the test embeddings, {which}; coloured by class (the paper's Fig. 3):", "",
-                f"![t-SNE of test embeddings]({TSNE_PNG})", ""]
+        out = [f"t-SNE of the test embeddings, {which}; coloured by class (the paper's Fig. 3):",
+               f"![t-SNE of test embeddings]({TSNE_PNG})"]
     else:
-        out += [f"No t-SNE figure: {figures_why[TSNE_PNG]}.", ""]
-    out += [f"- {missing[stage].replace(chr(10), ' ')}." for stage in ("pretrain", "finetune") if stage in missing]
-    out += [""] if missing else []
-    out += (["Training curves:", "", f"![Training curves]({CURVES_PNG})", ""] if figures_why[CURVES_PNG] is None
-            else [f"No training-curve figure: {figures_why[CURVES_PNG]}.", ""])
-    out += ["## Per-class results", "", *_per_class(inputs.per_class, per_class_link), "",
-            "## Reproducibility", "",
-            ("`dvc repro` with these `params.yaml` sections produced the numbers above "
-             "(split sizes from `data/preprocess/preprocess_summary.json`):"), "",
-            "```yaml", _params_yaml(params).rstrip(), "```", ""]
-    return "\n".join(out)
+        out = [f"No t-SNE figure: {figures_why[TSNE_PNG]}."]
+    out.append("\n".join(f"- {missing[stage].replace(chr(10), ' ')}." for stage in ("pretrain", "finetune") if stage in missing))
+    if figures_why[CURVES_PNG] is None:
+        return out + ["Training curves:", f"![Training curves]({CURVES_PNG})"]
+    return out + [f"No training-curve figure: {figures_why[CURVES_PNG]}."]
+
+
+def render_markdown(params: Params, inputs: Inputs, acc: pd.DataFrame, comparison: Comparison | None,
+                    figures_why: dict[str, str | None], missing: dict[str, str], per_class_link: str) -> str:
+    """results.md: the package's results_template.md filled in. `figures_why`: figure path -> why it
+    was not drawn (None: drawn); `missing`: stage -> why its curves are missing."""
+    def paragraphs(texts: list[str]) -> str:  # an empty text (no notes, say) leaves no blank paragraph
+        return "\n\n".join(text for text in texts if text)
+
+    template = Template(resources.files(__package__).joinpath("results_template.md").read_text(encoding="utf-8"))
+    return template.substitute(
+        title=f"{dataset_label(params)}, protocol {params.finetune.protocol}",
+        what_was_run=markdown_table(_what_was_run(params, inputs, top_ks(acc)), 2), run_table=markdown_table(run_table(acc)),
+        after_run_table=paragraphs(_after_run_table(params, inputs.metrics, comparison)),
+        figures=paragraphs(_figures(inputs, figures_why, missing)),
+        per_class=paragraphs(_per_class(inputs.per_class, per_class_link)), params_yaml=_params_yaml(params).rstrip())
