@@ -1,4 +1,5 @@
-"""Ragged per-sample sequences in one HDF5 file, written atomically, read lazily.
+"""The files the stages write: ragged per-sample sequences in one HDF5 file, written atomically and
+read lazily; atomic text, JSON and gloss-list files.
 
 Layout: every per-frame array of all samples is concatenated along time under `frames/`;
 `samples/offsets` (N + 1) says where sample i starts and ends, and the other `samples/`
@@ -202,3 +203,15 @@ def file_digest(path: Path) -> str:
 def write_text_atomic(path: Path, text: str) -> None:
     with atomic_path(path) as temporary:
         temporary.write_text(text, encoding="utf-8")
+
+
+GLOSSES_FILE = "glosses.txt"
+
+
+def write_glosses(path: Path, glosses: list[str]) -> None:
+    """One gloss per line, in label order: line i (from 0) is label i."""
+    write_text_atomic(path, "".join(f"{gloss}\n" for gloss in glosses))
+
+
+def write_json(path: Path, data: dict) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")

@@ -20,9 +20,9 @@ from tqdm import tqdm
 from slrpipe.pose import joints
 from slrpipe.config import Params, PreprocessParams
 from slrpipe.errors import SampleError, SlrpipeError
-from slrpipe.h5io import RaggedFile, RaggedWriter
+from slrpipe.h5io import GLOSSES_FILE, RaggedFile, RaggedWriter, write_glosses, write_json
 from slrpipe.pose.manifest import SPLITS, Problem, drop_empty_classes
-from slrpipe.pose.skipped import GLOSSES_FILE, check_bad_fraction, write_glosses, write_json, write_report
+from slrpipe.pose.skipped import check_bad_fraction, write_report
 from slrpipe.data.splits import assign_splits, label_subsets
 from slrpipe.data.subsets import subset_key
 

@@ -15,9 +15,8 @@ from slrpipe.config import AugmentParams, Params
 from slrpipe.data.dataset import PoseDataset
 from slrpipe.errors import SlrpipeError
 from slrpipe.model.classifier import load_model, score_dataset
-from slrpipe.h5io import write_text_atomic
+from slrpipe.h5io import write_json, write_text_atomic
 from slrpipe.evaluation.metrics import evaluate, fuse, per_class_table, read_scores_csv, write_scores_csv
-from slrpipe.pose.skipped import write_json
 from slrpipe.engine.runtime import resolve_device
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from slrpipe.pose import joints, posefiles
 from slrpipe.config import DatasetParams, ExtractParams, Params
 from slrpipe.errors import SampleError, SlrpipeError
-from slrpipe.h5io import RaggedFile, RaggedWriter, file_digest
+from slrpipe.h5io import GLOSSES_FILE, RaggedFile, RaggedWriter, file_digest, write_glosses, write_json
 from slrpipe.pose.manifest import (
     KIND_MMPOSE_JSON,
     KIND_MP_FRAMES,
@@ -34,7 +34,7 @@ from slrpipe.pose.manifest import (
     drop_empty_classes,
     write_manifest_csv,
 )
-from slrpipe.pose.skipped import GLOSSES_FILE, check_bad_fraction, read_report, write_glosses, write_json, write_report
+from slrpipe.pose.skipped import check_bad_fraction, read_report, write_report
 from slrpipe.pose.sources import build_manifest, dataset_folder
 from slrpipe.pose.video import iter_frame_batches, video_info
 

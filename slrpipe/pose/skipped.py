@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 
 from slrpipe.errors import SlrpipeError
@@ -23,18 +22,6 @@ def write_report(path: Path, problems: list[Problem]) -> None:
 def read_report(path: Path) -> list[Problem]:
     with path.open(newline="", encoding="utf-8") as handle:
         return [Problem(r["sample_id"], r["path"], r["problem"]) for r in csv.DictReader(handle)]
-
-
-GLOSSES_FILE = "glosses.txt"
-
-
-def write_glosses(path: Path, glosses: list[str]) -> None:
-    """One gloss per line, in label order: line i (from 0) is label i."""
-    write_text_atomic(path, "".join(f"{gloss}\n" for gloss in glosses))
-
-
-def write_json(path: Path, data: dict) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def check_bad_fraction(bad: int, total: int, limit: float, setting: str, report: Path) -> None:
