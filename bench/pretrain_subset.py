@@ -29,6 +29,9 @@ from tests.conftest import build_ksl_dataset  # noqa: E402
 
 
 def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1].startswith("-"):
+        print(__doc__)
+        return
     name, overrides = sys.argv[1], json.loads(sys.argv[2] if len(sys.argv) > 2 else "{}")
     words = tuple(overrides.pop("words", ["bad", "glad", "no", "yes"]))
     sequences = overrides.pop("sequences", 10)
