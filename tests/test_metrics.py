@@ -256,3 +256,80 @@ def test_fuse_errors():
         metrics.fuse(OUR_IDS, OUR, ["c", "a"], OTHER)
     with pytest.raises(SlrpipeError, match="normalize must be"):
         metrics.fuse(OUR_IDS, OUR, OTHER_IDS, OTHER, normalize="sigmoid")
+
+
+# --- Bootstrap intervals and per-signer accuracy --------------------------------------------
+
+
+@pytest.mark.parametrize("correct", [[True] * 7, [False] * 7])
+def test_bootstrap_of_all_right_or_all_wrong_is_a_point(correct):
+    # Every resample of identical outcomes has the same accuracy: the interval has no width.
+    value = float(correct[0])
+    intervals = metrics.bootstrap_intervals(np.array(correct), np.arange(7) % 3, draws=200, seed=0)
+    assert intervals == {"per_instance": (value, value), "per_class": (value, value)}
+
+
+def test_bootstrap_of_one_right_one_wrong_spans_zero_to_one():
+    # Two samples, one right: a resample holds the right one 0, 1 or 2 times, accuracy 0, 1/2 or 1
+    # with probabilities 1/4, 1/2, 1/4. The 2.5 % and 97.5 % quantiles are 0 and 1.
+    intervals = metrics.bootstrap_intervals(np.array([True, False]), np.array([0, 0]), draws=2000, seed=0)
+    assert intervals["per_instance"] == (0.0, 1.0)
+
+
+def test_bootstrap_interval_holds_the_point_estimate_and_repeats_with_its_seed():
+    rng = np.random.default_rng(5)
+    correct, labels = rng.random(40) < 0.7, np.arange(40) % 4
+    intervals = metrics.bootstrap_intervals(correct, labels, draws=500, seed=3)
+    low, high = intervals["per_instance"]
+    assert low < correct.mean() < high and high - low < 0.5
+    low, high = intervals["per_class"]
+    assert low < metrics.mean_per_class(correct, labels) < high
+    assert metrics.bootstrap_intervals(correct, labels, draws=500, seed=3) == intervals
+    assert metrics.bootstrap_intervals(correct, labels, draws=500, seed=4) != intervals
+
+
+def test_signer_bootstrap_resamples_whole_signers():
+    # Signer a: 10 samples, all right; signer b: 2 samples, all wrong. Drawing 2 signers gives
+    # {a, a} (accuracy 1) or {b, b} (accuracy 0) a quarter of the time each, so the signer interval
+    # is [0, 1]. Resampling the 12 samples independently almost never draws mostly b's two samples:
+    # that interval stays far above 0.
+    correct = np.array([True] * 10 + [False] * 2)
+    signers = ["a"] * 10 + ["b"] * 2
+    labels = np.zeros(12, dtype=np.int64)
+    by_signer = metrics.bootstrap_intervals(correct, labels, draws=2000, seed=0, groups=signers)
+    assert by_signer["per_instance"] == (0.0, 1.0)
+    low, high = metrics.bootstrap_intervals(correct, labels, draws=2000, seed=0)["per_instance"]
+    assert 0.5 < low < 10 / 12 and high == 1.0
+
+
+def test_bootstrap_rejects_bad_input():
+    with pytest.raises(SlrpipeError, match="draws >= 1"):
+        metrics.bootstrap_intervals(np.array([True]), np.array([0]), draws=0, seed=0)
+    with pytest.raises(SlrpipeError, match="1 group ids for 2 samples"):
+        metrics.bootstrap_intervals(np.array([True, False]), np.array([0, 1]), draws=10, seed=0, groups=["a"])
+    with pytest.raises(SlrpipeError, match="no samples to evaluate"):
+        metrics.bootstrap_intervals(np.array([], dtype=bool), np.array([], dtype=np.int64), draws=10, seed=0)
+
+
+def test_top1_intervals_are_named_beside_their_values():
+    names = set(metrics.top1_intervals(SCORES, LABELS, draws=50, seed=0))
+    assert names == {f"{level}/top1_ci_{end}" for level in ("per_instance", "per_class") for end in ("low", "high")}
+    with_signers = metrics.top1_intervals(SCORES, LABELS, draws=50, seed=0, signers=["p", "p", "q", "q"])
+    assert set(with_signers) == names | {n.replace("_ci_", "_signer_ci_") for n in names}
+    # Signer p's samples are right and wrong (1/2), q's wrong and right (1/2): every draw of two
+    # signers scores 1/2.
+    assert with_signers["per_instance/top1_signer_ci_low"] == with_signers["per_instance/top1_signer_ci_high"] == 0.5
+
+
+def test_per_signer_table():
+    # Top-1 right: samples 0 and 3.
+    assert metrics.per_signer_table(SCORES, LABELS, ["s2", "s1", "s2", "s1"]) == [
+        {"signer": "s1", "samples": 2, "top1": 0.5},
+        {"signer": "s2", "samples": 2, "top1": 0.5},
+    ]
+    assert metrics.per_signer_table(SCORES, LABELS, ["x", "x", "x", "y"]) == [
+        {"signer": "x", "samples": 3, "top1": pytest.approx(1 / 3)},
+        {"signer": "y", "samples": 1, "top1": 1.0},
+    ]
+    with pytest.raises(SlrpipeError, match="3 signer ids for 4 samples"):
+        metrics.per_signer_table(SCORES, LABELS, ["a", "b", "c"])

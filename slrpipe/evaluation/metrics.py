@@ -116,6 +116,96 @@ def evaluate(
     return result
 
 
+# --- Uncertainty: bootstrap intervals and per-signer accuracy ---------------------------------
+
+CONFIDENCE = 0.95
+
+
+def _resampled_accuracies(correct: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
+    """(P-I, P-C) of a resample given as how many times each sample was drawn."""
+    per_instance = float(weights @ correct / weights.sum())
+    counts = np.bincount(labels, weights=weights)
+    hits = np.bincount(labels, weights=weights * correct, minlength=len(counts))
+    present = counts > 0  # a class the resample missed is absent, as in P-C itself
+    return per_instance, float(np.mean(hits[present] / counts[present]))
+
+
+def bootstrap_intervals(
+    correct: np.ndarray,
+    labels: np.ndarray,
+    draws: int,
+    seed: int,
+    groups: Sequence[str] | np.ndarray | None = None,
+    confidence: float = CONFIDENCE,
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals of P-I and P-C accuracy: {"per_instance": (low, high),
+    "per_class": (low, high)}, from `draws` seeded resamples.
+
+    `correct` (N,) bool says which samples are right (at some k), `labels` their classes. Without
+    `groups` a resample draws N samples with replacement. With `groups` (one id per sample, e.g.
+    its signer) it draws as many groups as there are, with replacement, each bringing all of its
+    samples: a cluster bootstrap. A signer's samples succeed or fail together, so only this
+    interval says how the accuracy may vary on new signers; the sample interval is narrower.
+    """
+    correct = np.asarray(correct, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    if correct.ndim != 1 or labels.shape != correct.shape:
+        raise SlrpipeError(f"bootstrap: {labels.shape} labels for {correct.shape} correctness flags")
+    require_samples(labels)
+    if isinstance(draws, bool) or not isinstance(draws, (int, np.integer)) or draws < 1:
+        raise SlrpipeError(f"bootstrap needs an integer number of draws >= 1, got {draws!r}")
+    if not 0 < confidence < 1:
+        raise SlrpipeError(f"bootstrap confidence must lie strictly between 0 and 1, got {confidence}")
+    if groups is None:
+        group_of, count = np.arange(len(labels)), len(labels)
+    else:
+        if len(groups) != len(labels):
+            raise SlrpipeError(f"bootstrap: {len(groups)} group ids for {len(labels)} samples")
+        names, group_of = np.unique(np.asarray(groups), return_inverse=True)
+        count = len(names)
+    rng = np.random.default_rng(seed)
+    results = np.empty((draws, 2))
+    for draw in range(draws):
+        chosen = np.bincount(rng.integers(0, count, count), minlength=count)
+        results[draw] = _resampled_accuracies(correct, labels, chosen[group_of].astype(np.float64))
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(results, [tail, 1 - tail], axis=0)
+    return {"per_instance": (float(low[0]), float(high[0])), "per_class": (float(low[1]), float(high[1]))}
+
+
+def top1_intervals(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    draws: int,
+    seed: int,
+    signers: Sequence[str] | None = None,
+) -> dict[str, float]:
+    """95 % intervals of P-I and P-C top-1, named for metrics.json beside the values they bound:
+    "per_instance/top1_ci_low", "..._ci_high", and with `signers` (one per sample) also
+    "per_instance/top1_signer_ci_low", "..._signer_ci_high"; the same for "per_class/"."""
+    correct = topk_correct(scores, labels, 1)
+    labels = np.asarray(labels, dtype=np.int64)
+    kinds = {"ci": bootstrap_intervals(correct, labels, draws, seed)}
+    if signers is not None:
+        kinds["signer_ci"] = bootstrap_intervals(correct, labels, draws, seed, groups=signers)
+    result = {}
+    for level in ("per_instance", "per_class"):
+        for kind, intervals in kinds.items():
+            low, high = intervals[level]
+            result.update({f"{level}/top1_{kind}_low": low, f"{level}/top1_{kind}_high": high})
+    return result
+
+
+def per_signer_table(scores: np.ndarray, labels: np.ndarray, signers: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per signer, by signer id: {"signer", "samples", "top1"} (P-I top-1 on that signer's samples)."""
+    correct = topk_correct(scores, labels, 1)
+    signers = np.asarray(signers, dtype=str)
+    if signers.shape != correct.shape:
+        raise SlrpipeError(f"{len(signers)} signer ids for {len(correct)} samples")
+    return [{"signer": str(signer), "samples": int((signers == signer).sum()), "top1": float(correct[signers == signer].mean())}
+            for signer in np.unique(signers)]
+
+
 # --- Scores CSV and late fusion -------------------------------------------------------------
 
 
