@@ -324,6 +324,10 @@ class EvaluateParams(Section):
     fusion_normalize: Literal["softmax", "none"] = "softmax"
     batch_size: int = Field(default=64, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # 95 % bootstrap intervals of P-I / P-C top-1: resamples of the test samples and, when the
+    # test split has two or more signers, of whole signers; seeded, so reruns agree. 0 = none.
+    bootstrap_draws: int = Field(default=2000, ge=0)
+    bootstrap_seed: int = 0
 
 
 class Params(Section):

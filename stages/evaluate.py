@@ -19,7 +19,7 @@ def evaluate(
     params: Path = ParamsOption,
     model: Path | None = ProjectPathOption(MODEL, "The finetune stage's model file."),
     dataset: Path | None = ProjectPathOption(DATASET, "The preprocess stage's dataset file."),
-    out_dir: Path | None = ProjectPathOption(OUT_DIR, "Where scores, metrics, per-class table and confusion pairs go."),
+    out_dir: Path | None = ProjectPathOption(OUT_DIR, "Where scores, metrics, per-class and per-signer tables and confusion pairs go."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Score the test split and compute P-I / P-C top-k accuracy (and fused "+R" metrics when configured)."""
@@ -29,7 +29,11 @@ def evaluate(
     setup_logging(verbose)
     with user_errors():
         result = run_evaluate(load_params(params), model, dataset, out_dir)
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.count("/") == 2)  # test/<level>/top<k>
+    def bounds(name: str) -> str:
+        low, high = (result.intervals.get(f"{name}_ci_{end}") for end in ("low", "high"))
+        return "" if low is None else f" [{low:.4f}, {high:.4f}]"
+
+    shown = ", ".join(f"{k} {v:.4f}{bounds(k)}" for k, v in result.metrics.items() if k.count("/") == 2)  # test/<level>/top<k>
     typer.echo(f"evaluate: {result.samples} test samples, {shown} -> {out_dir}")
 
 

@@ -18,7 +18,7 @@ OUT_DIR = Path("reports")
 
 def report(
     params: Path = ParamsOption,
-    eval_dir: Path | None = ProjectPathOption(EVAL_DIR, "The evaluate stage's folder (metrics.json, per_class.csv, embeddings.npz)."),
+    eval_dir: Path | None = ProjectPathOption(EVAL_DIR, "The evaluate stage's folder (metrics.json, per_class.csv, per_signer.csv, embeddings.npz)."),
     preprocess_dir: Path | None = ProjectPathOption(PREPROCESS_DIR, "The preprocess stage's folder (preprocess_summary.json)."),
     live_dir: Path | None = ProjectPathOption(LIVE_DIR, "The dvclive folder holding pretrain/ and finetune/ curves."),
     out_dir: Path | None = ProjectPathOption(OUT_DIR, "Where results.md, results.csv and figures/ go."),

@@ -1,9 +1,11 @@
 """Downstream protocols and evaluation on real KSL data with a tiny model."""
 
+import csv
 import itertools
 import json
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -112,9 +114,19 @@ def test_evaluate_writes_scores_metrics_and_fuses_by_id(ksl_dataset, pretrained,
     metrics = json.loads((out / "metrics.json").read_text())
     assert list(metrics) == ["test", "selected"]  # every metric is named by the split it was measured on
     assert len(ids) == result.samples == metrics["test"]["samples"]
-    # 4 classes: no top-5
-    assert set(metrics["test"]["per_instance"]) == {"top1"} and set(metrics["test"]["per_class"]) == {"top1"}
+    # 4 classes: no top-5. The test split is one recording session, one signer: an interval over
+    # samples only, each right after the value it bounds.
+    for level in ("per_instance", "per_class"):
+        node = metrics["test"][level]
+        assert list(node) == ["top1", "top1_ci_low", "top1_ci_high"]
+        assert node["top1_ci_low"] <= node["top1"] <= node["top1_ci_high"]
     assert set(result.metrics) == {"test/per_instance/top1", "test/per_class/top1"}
+    assert metrics["test"]["signers"] == result.signers == 1
+    correct = scores.argmax(axis=1) == np.asarray(_labels(out))
+    signer_rows = (out / "per_signer.csv").read_text().splitlines()
+    assert signer_rows[0] == "signer,samples,top1" and len(signer_rows) == 2
+    signer, count, top1 = signer_rows[1].split(",")
+    assert int(count) == len(ids) and float(top1) == pytest.approx(correct.mean(), abs=1e-6)
     lines = (out / "confusion.csv").read_text().splitlines()
     assert lines[0] == "actual,predicted" and len(lines) == len(ids) + 1
     embeddings = np.load(out / "embeddings.npz")
@@ -130,6 +142,36 @@ def test_evaluate_writes_scores_metrics_and_fuses_by_id(ksl_dataset, pretrained,
     other_probabilities = np.exp(other) / np.exp(other).sum(axis=1, keepdims=True)
     expected = np.mean((scores + other_probabilities).argmax(axis=1) == np.asarray(_labels(out)))
     assert fused.metrics["test/fused/per_instance/top1"] == pytest.approx(expected)
+
+
+def test_evaluate_intervals_over_signers_and_per_signer_table(ksl_dataset, ksl_no_val, pretrained, tmp_path):
+    params, _, best = _finetune(ksl_dataset, pretrained, tmp_path, epochs=1)
+    out = tmp_path / "eval"
+    result = run_evaluate(params, best, ksl_no_val[1], out)  # its test split spans all 5 sessions
+    metrics = json.loads((out / "metrics.json").read_text())["test"]
+    assert metrics["signers"] == result.signers == 5
+    for level in ("per_instance", "per_class"):
+        node = metrics[level]
+        assert list(node) == ["top1", "top1_ci_low", "top1_ci_high", "top1_signer_ci_low", "top1_signer_ci_high"]
+        assert node["top1_signer_ci_low"] <= node["top1"] <= node["top1_signer_ci_high"]
+    ids, scores = read_scores_csv(out / "scores.csv")
+    correct = scores.argmax(axis=1) == np.asarray(_labels(out))
+    with h5py.File(ksl_no_val[1], "r") as handle:
+        signer_of = dict(zip((v.decode() for v in handle["samples/sample_id"][:]),
+                             (v.decode() for v in handle["samples/signer"][:])))
+    signers = np.array([signer_of[sample_id] for sample_id in ids])
+    with (out / "per_signer.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["signer"] for row in rows] == sorted(set(signers))
+    for row in rows:
+        mine = signers == row["signer"]
+        assert int(row["samples"]) == mine.sum() and float(row["top1"]) == pytest.approx(correct[mine].mean(), abs=1e-6)
+
+    # bootstrap_draws: 0 leaves the intervals out, never the per-signer table.
+    off = params.model_copy(update={"evaluate": params.evaluate.model_copy(update={"bootstrap_draws": 0})})
+    run_evaluate(off, best, ksl_no_val[1], tmp_path / "eval_off")
+    assert set(json.loads((tmp_path / "eval_off" / "metrics.json").read_text())["test"]["per_instance"]) == {"top1"}
+    assert (tmp_path / "eval_off" / "per_signer.csv").read_text() == (out / "per_signer.csv").read_text()
 
 
 def _labels(out):

@@ -15,8 +15,9 @@ from slrpipe.config import AugmentParams, Params
 from slrpipe.data.dataset import PoseDataset
 from slrpipe.errors import SlrpipeError
 from slrpipe.model.classifier import load_model, score_dataset
-from slrpipe.h5io import write_json, write_text_atomic
-from slrpipe.evaluation.metrics import evaluate, fuse, per_class_table, read_scores_csv, write_scores_csv
+from slrpipe.h5io import RaggedFile, write_json, write_text_atomic
+from slrpipe.evaluation.metrics import (evaluate, fuse, per_class_table, per_signer_table, read_scores_csv, top1_intervals,
+                                        write_scores_csv)
 from slrpipe.engine.runtime import resolve_device
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ SCORES_FILE = "scores.csv"
 METRICS_FILE = "metrics.json"
 PER_CLASS_FILE = "per_class.csv"
 CONFUSION_FILE = "confusion.csv"
+PER_SIGNER_FILE = "per_signer.csv"
 EMBEDDINGS_FILE = "embeddings.npz"
 # Every metric this stage writes was measured on the test split, and its name says so:
 # "test/per_instance/top1", shown by `dvc exp show` as test.per_instance.top1.
@@ -35,6 +37,34 @@ SPLIT = "test"
 class EvaluateResult:
     metrics: dict[str, float]  # "test/per_instance/top1" -> value
     samples: int
+    intervals: dict[str, float]  # "test/per_instance/top1_ci_low" -> value (metrics.top1_intervals)
+    signers: int | None  # how many signers the test samples come from; None = not known
+
+
+def signers_of(dataset_path: Path, indices: np.ndarray) -> list[str] | None:
+    """The signer of each of these samples, or None when any of them has none (or the dataset,
+    made by an older slrpipe, has no signer column)."""
+    with RaggedFile(dataset_path) as dataset:
+        try:
+            column = dataset.column("signer")
+        except KeyError:
+            return None
+    signers = [column[i] for i in indices]
+    missing = sum(1 for signer in signers if not signer)
+    if missing:
+        log.warning("%d of %d test samples have no signer id: no per-signer table or interval over signers",
+                    missing, len(signers))
+        return None
+    return signers
+
+
+def with_intervals(metrics: dict[str, float], intervals: dict[str, float]) -> dict[str, float]:
+    """`metrics` with each interval right after the value it bounds ("x/top1", "x/top1_ci_low", ...)."""
+    out = {}
+    for name, value in metrics.items():
+        out[name] = value
+        out.update({key: bound for key, bound in intervals.items() if key.startswith(f"{name}_")})
+    return out
 
 
 def nested(flat: dict[str, float]) -> dict:
@@ -92,16 +122,28 @@ def run_evaluate(params: Params, model_path: Path, dataset_path: Path, out_dir: 
         fused = fuse(test.sample_ids, scores, other_ids, other_scores, settings.fusion_normalize)
         metrics.update({f"fused/{k}": v for k, v in evaluate(fused, labels, ks).items()})
     metrics = {f"{SPLIT}/{name}": value for name, value in metrics.items()}
+    signers = signers_of(dataset_path, test.indices)
+    signer_count = None if signers is None else len(set(signers))
+    intervals = {}
+    if settings.bootstrap_draws:
+        if signer_count == 1:
+            log.info("the test samples come from one signer: no interval over signers")
+        grouped = signers if signer_count is not None and signer_count >= 2 else None
+        intervals = {f"{SPLIT}/{name}": value for name, value in top1_intervals(
+            scores, labels, settings.bootstrap_draws, settings.bootstrap_seed, grouped).items()}
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_scores_csv(out_dir / SCORES_FILE, test.sample_ids, labels, scores, glosses)
-    tree = nested(metrics)
+    tree = nested(with_intervals(metrics, intervals))
     tree[SPLIT]["samples"] = len(test)
+    if signer_count is not None:
+        tree[SPLIT]["signers"] = signer_count
     write_json(out_dir / METRICS_FILE, {**tree, **selection_metrics(meta)})
     _write_per_class(out_dir / PER_CLASS_FILE, scores, labels, ks, glosses)
     _write_confusion(out_dir / CONFUSION_FILE, scores, labels, glosses)
+    _write_per_signer(out_dir / PER_SIGNER_FILE, scores, labels, signers)
     np.savez(out_dir / EMBEDDINGS_FILE, labels=labels, sample_ids=np.array(test.sample_ids), **features)
-    return EvaluateResult(metrics, len(test))
+    return EvaluateResult(metrics, len(test), intervals, signer_count)
 
 
 def _write_per_class(path: Path, scores: np.ndarray, labels: np.ndarray, ks: list[int], glosses: list[str]) -> None:
@@ -110,6 +152,17 @@ def _write_per_class(path: Path, scores: np.ndarray, labels: np.ndarray, ks: lis
     writer.writerow(["label", "gloss", "samples", *(f"top{k}" for k in ks)])
     for row in per_class_table(scores, labels, ks):
         writer.writerow([row["class"], glosses[row["class"]], row["samples"], *(f"{row[f'top{k}']:.6f}" for k in ks)])
+    write_text_atomic(path, buffer.getvalue())
+
+
+def _write_per_signer(path: Path, scores: np.ndarray, labels: np.ndarray, signers: list[str] | None) -> None:
+    """P-I top-1 per test signer; only the header when signers are not known (the file is a DVC
+    output and plot, so it always exists)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["signer", "samples", "top1"])
+    for row in per_signer_table(scores, labels, signers) if signers is not None else []:
+        writer.writerow([row["signer"], row["samples"], f"{row['top1']:.6f}"])
     write_text_atomic(path, buffer.getvalue())
 
 
