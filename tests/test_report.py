@@ -18,7 +18,8 @@ from slrpipe.errors import SlrpipeError
 from slrpipe.evaluation.report import markdown_table, read_inputs, run_report
 from slrpipe.evaluation.report.figures import tsne_2d, tsne_perplexity
 from slrpipe.evaluation.report.render import NO_PUBLISHED, schedule, selection_text
-from slrpipe.evaluation.report.tables import accuracies, best_and_worst, paper_dataset, paper_results, run_table
+from slrpipe.evaluation.report.tables import (accuracies, best_and_worst, intervals, paper_dataset, paper_results,
+                                              run_table)
 
 GLOSSES = ["bad", "do it", "don't", "follow me", "glad", "good", "hate", "i'm fine", "no", "sorry", "tired", "yes"]
 METRICS = {"per_instance": {"top1": 0.423077, "top5": 0.884615}, "per_class": {"top1": 0.401389, "top5": 0.875}}
@@ -30,8 +31,9 @@ def make_params(tmp_path: Path, source: str = "msasl", num_classes: int | None =
 
 
 def write_eval(folder: Path, metrics: dict | None = None, branches: tuple[str, ...] = ("joint", "motion"),
-               samples: int = 60, classes: int = 12) -> Path:
-    """metrics.json, per_class.csv and embeddings.npz as the evaluate stage writes them."""
+               samples: int = 60, classes: int = 12, signers: dict[str, tuple[int, float]] | None = None) -> Path:
+    """metrics.json, per_class.csv, per_signer.csv (signer -> (samples, top1); None: the header
+    only, as for test samples without signer ids) and embeddings.npz as the evaluate stage writes them."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(1)
     labels = np.arange(samples) % classes
@@ -44,6 +46,10 @@ def write_eval(folder: Path, metrics: dict | None = None, branches: tuple[str, .
         writer.writerow(["label", "gloss", "samples", "top1", "top5"])
         for label in range(classes):
             writer.writerow([label, GLOSSES[label % len(GLOSSES)], samples // classes, f"{label / (classes - 1):.6f}", "1.000000"])
+    with (folder / "per_signer.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["signer", "samples", "top1"])
+        writer.writerows([signer, count, f"{top1:.6f}"] for signer, (count, top1) in (signers or {}).items())
     centres = {b: rng.normal(size=(classes, 32)) for b in branches}
     features = {b: (centres[b][labels] + 0.35 * rng.normal(size=(samples, 32))).astype(np.float32) for b in branches}
     np.savez(folder / "embeddings.npz", labels=labels, sample_ids=np.array([f"s{i}" for i in range(samples)]), **features)
@@ -86,9 +92,9 @@ def write_live(root: Path, pretrain: bool = True, finetune: bool = True) -> dict
     return {"pretrain": root / "pretrain", "finetune": root / "finetune"}
 
 
-def render(tmp_path: Path, params=None, metrics: dict | None = None, branches=("joint", "motion"), **live: bool):
+def render(tmp_path: Path, params=None, metrics: dict | None = None, branches=("joint", "motion"), signers=None, **live: bool):
     params = params or make_params(tmp_path)
-    eval_dir = write_eval(tmp_path / "reports" / "eval", metrics, branches)
+    eval_dir = write_eval(tmp_path / "reports" / "eval", metrics, branches, signers=signers)
     path = run_report(params, eval_dir, write_preprocess(tmp_path / "preprocess"), write_live(tmp_path / "dvclive", **live),
                       tmp_path / "reports")
     return path, path.read_text(encoding="utf-8")
@@ -405,9 +411,63 @@ def test_unreadable_per_class_table_names_the_file(tmp_path):
 @pytest.mark.parametrize(("name", "content", "problem"), [
     ("metrics.json", "{bad", r"metrics.json: not valid JSON"), ("metrics.json", "[]", r"metrics.json: should hold a JSON object"),
     ("embeddings.npz", "not an archive", r"embeddings.npz: .*: rerun `dvc repro evaluate`"),
+    ("per_signer.csv", "signer,samples\n", r"per_signer.csv: lacks the column\(s\) top1: rerun `dvc repro evaluate`"),
+    ("per_signer.csv", "signer,samples,top1\nNA,two,0.5\n", r"per_signer.csv: .*not a number"),
 ])
 def test_unreadable_evaluate_files_name_the_file(tmp_path, name, content, problem):
     eval_dir = write_eval(tmp_path / "eval")
     (eval_dir / name).write_text(content)
     with pytest.raises(SlrpipeError, match=problem):
         read_inputs(eval_dir, write_preprocess(tmp_path / "pre"), {})
+
+
+# As evaluate writes them: each interval right after the value it bounds.
+WITH_INTERVALS = {"per_instance": {"top1": 0.423077, "top1_ci_low": 0.3, "top1_ci_high": 0.55, "top5": 0.884615},
+                  "per_class": {"top1": 0.401389, "top1_ci_low": 0.28, "top1_ci_high": 0.52, "top5": 0.875}}
+
+
+def test_run_table_brackets_the_intervals_of_all_test_samples():
+    metrics = {**WITH_INTERVALS, "fused": {"per_instance": {"top1": 0.5}, "per_class": {"top1": 0.4}}}
+    assert intervals(metrics) == {("P-I", 1): (0.3, 0.55), ("P-C", 1): (0.28, 0.52)}
+    assert intervals(metrics, "signer_ci") == {}
+    table = run_table(accuracies(metrics), intervals(metrics))
+    assert table.values.tolist()[0] == ["all test samples", "42.31 [30.00, 55.00]", "88.46", "40.14 [28.00, 52.00]", "87.50"]
+    assert table.values.tolist()[1][1] == "50.00"  # fused: no interval of its own
+
+
+def test_intervals_over_signers_and_per_signer_table(tmp_path):
+    metrics = {"per_instance": {**WITH_INTERVALS["per_instance"], "top1_signer_ci_low": 0.1, "top1_signer_ci_high": 0.7},
+               "per_class": {**WITH_INTERVALS["per_class"], "top1_signer_ci_low": 0.12, "top1_signer_ci_high": 0.66},
+               "signers": 3}
+    _path, text = render(tmp_path, metrics=metrics, signers={"p1": (20, 0.25), "p2": (20, 0.5), "NA": (20, 0.5)})
+    assert "| all test samples | 42.31 [30.00, 55.00] | 88.46 | 40.14 [28.00, 52.00] | 87.50 |" in text
+    assert "In brackets: the 95 % bootstrap interval over the 60 test samples (2000 resamples, seed 0)." in text
+    assert ("Resampling the 3 test signers instead, each with all of their samples (the interval that speaks for new "
+            "signers): P-I top-1 [10.00, 70.00], P-C top-1 [12.00, 66.00].") in text
+    section = text.split("## Per-signer results\n\n", 1)[1].split("\n## ", 1)[0]
+    assert section.splitlines() == ["P-I top-1 of each of the 3 test signer(s):", "",
+                                    "| Signer | Test samples | top-1 (%) |", "|---|---:|---:|",
+                                    "| p1 | 20 | 25.00 |", "| p2 | 20 | 50.00 |", "| NA | 20 | 50.00 |"]
+
+
+def test_one_test_signer_has_no_interval_over_signers(tmp_path):
+    _path, text = render(tmp_path, metrics={**WITH_INTERVALS, "signers": 1}, signers={"MP_Data2": (60, 0.42)})
+    assert "all come from one signer (MP_Data2), so there is no interval over signers" in text
+    assert "| MP_Data2 | 60 | 42.00 |" in text
+
+
+def test_no_signer_ids_and_no_intervals(tmp_path):
+    _path, text = render(tmp_path, metrics=WITH_INTERVALS)
+    assert "The test samples have no signer ids, so there is no interval over signers." in text
+    assert "No per-signer results: the test samples have no signer ids" in text
+    _path, text = render(tmp_path / "none")  # bootstrap_draws: 0, or a metrics.json from before intervals
+    assert "In brackets" not in text and "| all test samples | 42.31 | 88.46 | 40.14 | 87.50 |" in text
+
+
+def test_many_signers_are_summarized_with_the_lowest_listed(tmp_path):
+    signers = {f"s{i:02d}": (3, i / 29) for i in range(30)}
+    _path, text = render(tmp_path, signers=signers)
+    assert "30 test signers; P-I top-1 from 0.00 to 100.00 % (median 50.00 %). All signers: [per_signer.csv](eval/per_signer.csv)." in text
+    section = text.split("## Per-signer results\n\n", 1)[1].split("\n## ", 1)[0]
+    listed = [line.split(" | ")[0][2:] for line in section.splitlines() if line.startswith("| s")]
+    assert listed == [f"s{i:02d}" for i in range(10)]

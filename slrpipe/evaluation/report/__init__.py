@@ -28,6 +28,7 @@ from slrpipe.h5io import write_text_atomic
 __all__ = ["Inputs", "markdown_table", "read_inputs", "run_report"]
 log = logging.getLogger(__name__)
 PER_CLASS = "per_class.csv"
+PER_SIGNER = "per_signer.csv"
 T = TypeVar("T")
 
 
@@ -62,14 +63,28 @@ def _metrics(path: Path) -> dict:
     return {**metrics, "selected": whole["selected"]} if "selected" in whole else metrics
 
 
-def _table(path: Path) -> pd.DataFrame:
-    try:  # as text: a gloss such as "null" or "NA" stays a gloss
+def _csv(path: Path, columns: set[str]) -> pd.DataFrame:
+    try:  # as text: a gloss or signer such as "null" or "NA" stays a name
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         table = pd.DataFrame()
-    missing = {"label", "gloss", "samples", "top1"} - set(table.columns)
+    missing = columns - set(table.columns)
     if missing:
         raise ValueError(f"lacks the column(s) {', '.join(sorted(missing))}")
+    return table
+
+
+def _signer_table(path: Path) -> pd.DataFrame:
+    """per_signer.csv: signer, samples, top1; no rows when the test samples have no signer ids."""
+    table = _csv(path, {"signer", "samples", "top1"})
+    try:
+        return table.assign(top1=pd.to_numeric(table.top1)).astype({"samples": int})
+    except ValueError:
+        raise ValueError("a sample count or accuracy is not a number") from None
+
+
+def _table(path: Path) -> pd.DataFrame:
+    table = _csv(path, {"label", "gloss", "samples", "top1"})
     try:
         tops = {c: pd.to_numeric(table[c].where(table[c] != "")) for c in table if c.startswith("top")}
         return table.assign(**tops).astype({"label": int, "samples": int})
@@ -110,6 +125,7 @@ def read_curves(live_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 def read_inputs(eval_dir: Path, preprocess_dir: Path, live_dirs: dict[str, Path]) -> Inputs:
     metrics, per_class = _read(eval_dir / "metrics.json", "evaluate", _metrics), _read(eval_dir / PER_CLASS, "evaluate", _table)
     labels, embeddings = _read(eval_dir / "embeddings.npz", "evaluate", _embeddings)
+    per_signer = _read(eval_dir / PER_SIGNER, "evaluate", _signer_table)
     summary = _read(preprocess_dir / "preprocess_summary.json", "preprocess", _json_object)
     subsets, glosses = preprocess_dir / "label_subsets.json", preprocess_dir / "glosses.txt"  # line i: label i
     curves = {stage: read_curves(live_dir) for stage, live_dir in live_dirs.items()}
@@ -117,7 +133,8 @@ def read_inputs(eval_dir: Path, preprocess_dir: Path, live_dirs: dict[str, Path]
                   _read(subsets, "preprocess", _json_object) if subsets.is_file() else None,
                   glosses.read_text(encoding="utf-8").splitlines() if glosses.is_file() else None,
                   {stage: found for stage, found in curves.items() if found},
-                  {stage: live_dirs[stage] / "plots" / "metrics" for stage, found in curves.items() if not found})
+                  {stage: live_dirs[stage] / "plots" / "metrics" for stage, found in curves.items() if not found},
+                  per_signer)
 
 
 def run_report(params: Params, eval_dir: Path, preprocess_dir: Path, live_dirs: dict[str, Path], out_dir: Path) -> Path:

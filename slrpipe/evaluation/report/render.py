@@ -14,8 +14,8 @@ import yaml
 
 from slrpipe.config import Params
 from slrpipe.evaluation.report.figures import BRANCHES, CURVES_PNG, TSNE_PNG
-from slrpipe.evaluation.report.tables import (DASH, Comparison, Inputs, best_and_worst, dataset_label, label_percent,
-                                              percent, run_table, top_ks)
+from slrpipe.evaluation.report.tables import (DASH, Comparison, Inputs, best_and_worst, bracket, dataset_label, intervals,
+                                              label_percent, percent, run_table, top_ks)
 
 NO_PUBLISHED = "No published numbers exist for this dataset"
 PUBLISHED_FOR = "MS-ASL (100/200/1000 classes), WLASL (100/300/2000), NMFs-CSL and SLR500"
@@ -135,6 +135,44 @@ def _per_class(per_class: pd.DataFrame, link: str) -> list[str]:
             "Best 5 classes:", markdown_table(best, 2), "Worst 5 classes:", markdown_table(worst, 2)]
 
 
+def _interval_text(params: Params, metrics: dict, per_signer: pd.DataFrame) -> str:
+    """What the brackets of this run's table are, and the intervals over signers or why there are none."""
+    if not intervals(metrics):
+        return ""
+    e = params.evaluate
+    text = (f"In brackets: the 95 % bootstrap interval over the {metrics.get('samples', 'test')} test samples "
+            f"({e.bootstrap_draws} resamples, seed {e.bootstrap_seed}).")
+    by_signer = intervals(metrics, "signer_ci")
+    if by_signer:
+        shown = ", ".join(f"{level} top-{k} {bracket(bounds)}" for (level, k), bounds in by_signer.items())
+        return (f"{text} Resampling the {metrics.get('signers', len(per_signer))} test signers instead, each with all "
+                f"of their samples (the interval that speaks for new signers): {shown}.")
+    if len(per_signer) == 1:
+        return (f"{text} The test samples all come from one signer ({per_signer.signer.iloc[0]}), so there is no "
+                "interval over signers: the one above counts samples, not signers, and understates how much the "
+                "accuracy may vary on new signers.")
+    return f"{text} The test samples have no signer ids, so there is no interval over signers." if per_signer.empty else text
+
+
+# Up to this many signers are listed one by one; more are summarized, with the lowest listed.
+SIGNERS_LISTED = 20
+
+
+def _per_signer(per_signer: pd.DataFrame, link: str) -> list[str]:
+    """The per-signer section's paragraphs."""
+    if per_signer.empty:
+        return ["No per-signer results: the test samples have no signer ids (per_signer.csv has no rows)."]
+    shown = pd.DataFrame({"Signer": per_signer.signer, "Test samples": per_signer.samples,
+                          "top-1 (%)": per_signer.top1.map(percent)})
+    if len(per_signer) <= SIGNERS_LISTED:
+        return [f"P-I top-1 of each of the {len(per_signer)} test signer(s):", markdown_table(shown)]
+    lowest = per_signer.sort_values(["top1", "samples", "signer"], ascending=[True, False, True], kind="stable").index
+    return [(f"{len(per_signer)} test signers; P-I top-1 from {percent(per_signer.top1.min())} to "
+             f"{percent(per_signer.top1.max())} % (median {percent(per_signer.top1.median())} %). "
+             f"All signers: [{Path(link).name}]({link})."),
+            f"The {SIGNERS_LISTED // 2} lowest:", markdown_table(shown.loc[lowest[:SIGNERS_LISTED // 2]])]
+
+
 class _Dumper(yaml.SafeDumper):
     """Block style, except lists of plain values on one line ([640, 480]), as params.yaml writes them."""
 
@@ -192,7 +230,11 @@ def render_markdown(params: Params, inputs: Inputs, acc: pd.DataFrame, compariso
     template = Template(resources.files(__package__).joinpath("results_template.md").read_text(encoding="utf-8"))
     return template.substitute(
         title=f"{dataset_label(params)}, protocol {params.finetune.protocol}",
-        what_was_run=markdown_table(_what_was_run(params, inputs, top_ks(acc)), 2), run_table=markdown_table(run_table(acc)),
-        after_run_table=paragraphs(_after_run_table(params, inputs.metrics, comparison)),
+        what_was_run=markdown_table(_what_was_run(params, inputs, top_ks(acc)), 2),
+        run_table=markdown_table(run_table(acc, intervals(inputs.metrics))),
+        after_run_table=paragraphs([_interval_text(params, inputs.metrics, inputs.per_signer),
+                                    *_after_run_table(params, inputs.metrics, comparison)]),
         figures=paragraphs(_figures(inputs, figures_why, missing)),
-        per_class=paragraphs(_per_class(inputs.per_class, per_class_link)), params_yaml=_params_yaml(params).rstrip())
+        per_class=paragraphs(_per_class(inputs.per_class, per_class_link)),
+        per_signer=paragraphs(_per_signer(inputs.per_signer, Path(per_class_link).with_name("per_signer.csv").as_posix())),
+        params_yaml=_params_yaml(params).rstrip())

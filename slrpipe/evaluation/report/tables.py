@@ -34,6 +34,7 @@ class Inputs:
     glosses: list[str] | None  # every class of the dataset (label order), when known
     curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]  # "pretrain" -> name -> (steps, values)
     missing_curves: dict[str, Path]  # stage -> where its curves were looked for in vain
+    per_signer: pd.DataFrame  # signer, samples, top1; no rows when the test samples have no signer ids
 
 
 def percent(value: float | None) -> str:
@@ -77,17 +78,40 @@ def accuracies(metrics: dict) -> pd.DataFrame:
     return table.sort_values(["i", "j", "k"]).drop(columns=["i", "j"]).reset_index(drop=True)
 
 
+def intervals(metrics: dict, kind: str = "ci") -> dict[tuple[str, int], tuple[float, float]]:
+    """metrics.json's bootstrap intervals of all test samples: (level, k) -> (low, high). `kind`:
+    "ci" over test samples, "signer_ci" over signers."""
+    found = {}
+    for level, short in LEVELS.items():
+        node = metrics.get(level)
+        for key, low in node.items() if isinstance(node, dict) else ():
+            if key.startswith("top") and key.endswith(f"_{kind}_low") and key[3:-len(f"_{kind}_low")].isdigit():
+                high = node.get(key.replace("_low", "_high"))
+                if isinstance(low, (int, float)) and isinstance(high, (int, float)):
+                    found[(short, int(key[3:-len(f"_{kind}_low")]))] = (float(low), float(high))
+    return found
+
+
+def bracket(bounds: tuple[float, float]) -> str:
+    return f"[{percent(bounds[0])}, {percent(bounds[1])}]"
+
+
 def top_ks(acc: pd.DataFrame) -> list[int]:
     return sorted(acc.k[(acc.set == "") & (acc.level == "P-I")])
 
 
-def run_table(acc: pd.DataFrame) -> pd.DataFrame:
-    """This run's every number: a row per evaluated set, P-I then P-C top-k (Table I's layout)."""
+def run_table(acc: pd.DataFrame, bounds: dict[tuple[str, int], tuple[float, float]] | None = None) -> pd.DataFrame:
+    """This run's every number: a row per evaluated set, P-I then P-C top-k (Table I's layout);
+    `bounds` ((level, k) -> interval, of all test samples) follow their values in brackets."""
     columns = [(level, k) for level in LEVELS.values() for k in top_ks(acc)]
     sets = list(dict.fromkeys(acc.set))
     table = acc.pivot(index="set", columns=["level", "k"], values="value").reindex(index=sets, columns=columns)
     names = ["all test samples" if s == "" else "fused (+R)" if s == "fused" else f"subset {s}" for s in sets]
-    table = table.map(percent).set_axis(names).set_axis([f"{level} top-{k}" for level, k in columns], axis=1)
+    table = table.map(percent)
+    for column, interval in (bounds or {}).items():
+        if column in table.columns and "" in table.index:
+            table.loc["", column] = f"{table.loc['', column]} {bracket(interval)}"
+    table = table.set_axis(names).set_axis([f"{level} top-{k}" for level, k in columns], axis=1)
     return table.rename_axis("Evaluated on").reset_index()
 
 
