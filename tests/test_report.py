@@ -445,7 +445,7 @@ def test_intervals_over_signers_and_per_signer_table(tmp_path):
     assert ("Resampling the 3 test signers instead, each with all of their samples (the interval that speaks for new "
             "signers): P-I top-1 [10.00, 70.00], P-C top-1 [12.00, 66.00].") in text
     section = text.split("## Per-signer results\n\n", 1)[1].split("\n## ", 1)[0]
-    assert section.splitlines() == ["P-I top-1 of each of the 3 test signer(s):", "",
+    assert section.splitlines() == ["P-I top-1 of each of the 3 test signers:", "",
                                     "| Signer | Test samples | top-1 (%) |", "|---|---:|---:|",
                                     "| p1 | 20 | 25.00 |", "| p2 | 20 | 50.00 |", "| NA | 20 | 50.00 |"]
 
@@ -453,7 +453,7 @@ def test_intervals_over_signers_and_per_signer_table(tmp_path):
 def test_one_test_signer_has_no_interval_over_signers(tmp_path):
     _path, text = render(tmp_path, metrics={**WITH_INTERVALS, "signers": 1}, signers={"MP_Data2": (60, 0.42)})
     assert "all come from one signer (MP_Data2), so there is no interval over signers" in text
-    assert "| MP_Data2 | 60 | 42.00 |" in text
+    assert "P-I top-1 of the test signer:" in text and "| MP_Data2 | 60 | 42.00 |" in text
 
 
 def test_no_signer_ids_and_no_intervals(tmp_path):

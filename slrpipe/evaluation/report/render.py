@@ -165,7 +165,8 @@ def _per_signer(per_signer: pd.DataFrame, link: str) -> list[str]:
     shown = pd.DataFrame({"Signer": per_signer.signer, "Test samples": per_signer.samples,
                           "top-1 (%)": per_signer.top1.map(percent)})
     if len(per_signer) <= SIGNERS_LISTED:
-        return [f"P-I top-1 of each of the {len(per_signer)} test signer(s):", markdown_table(shown)]
+        whom = "the test signer" if len(per_signer) == 1 else f"each of the {len(per_signer)} test signers"
+        return [f"P-I top-1 of {whom}:", markdown_table(shown)]
     lowest = per_signer.sort_values(["top1", "samples", "signer"], ascending=[True, False, True], kind="stable").index
     return [(f"{len(per_signer)} test signers; P-I top-1 from {percent(per_signer.top1.min())} to "
              f"{percent(per_signer.top1.max())} % (median {percent(per_signer.top1.median())} %). "
