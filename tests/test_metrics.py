@@ -302,6 +302,16 @@ def test_signer_bootstrap_resamples_whole_signers():
     assert 0.5 < low < 10 / 12 and high == 1.0
 
 
+def test_signer_bootstrap_keeps_the_noise_within_signers():
+    # Two signers, each 5 right of 10: every draw of whole signers alone scores 1/2, an interval of
+    # no width. Redrawing each drawn signer's samples keeps their noise: 20 fair coin flips, whose
+    # mean has a standard deviation of 0.11, so the interval reaches about 0.5 -+ 0.2.
+    correct = np.array([True, False] * 10)
+    signers, labels = ["a"] * 10 + ["b"] * 10, np.zeros(20, dtype=np.int64)
+    low, high = metrics.bootstrap_intervals(correct, labels, draws=2000, seed=0, groups=signers)["per_instance"]
+    assert 0.2 <= low <= 0.35 and 0.65 <= high <= 0.8
+
+
 def test_bootstrap_rejects_bad_input():
     with pytest.raises(SlrpipeError, match="draws >= 1"):
         metrics.bootstrap_intervals(np.array([True]), np.array([0]), draws=0, seed=0)
@@ -314,11 +324,11 @@ def test_bootstrap_rejects_bad_input():
 def test_top1_intervals_are_named_beside_their_values():
     names = set(metrics.top1_intervals(SCORES, LABELS, draws=50, seed=0))
     assert names == {f"{level}/top1_ci_{end}" for level in ("per_instance", "per_class") for end in ("low", "high")}
-    with_signers = metrics.top1_intervals(SCORES, LABELS, draws=50, seed=0, signers=["p", "p", "q", "q"])
+    with_signers = metrics.top1_intervals(SCORES, LABELS, draws=200, seed=0, signers=["p", "q", "q", "p"])
     assert set(with_signers) == names | {n.replace("_ci_", "_signer_ci_") for n in names}
-    # Signer p's samples are right and wrong (1/2), q's wrong and right (1/2): every draw of two
-    # signers scores 1/2.
-    assert with_signers["per_instance/top1_signer_ci_low"] == with_signers["per_instance/top1_signer_ci_high"] == 0.5
+    # Signer p's samples (0 and 3) are right, q's (1 and 2) wrong: a quarter of the draws of two
+    # signers are {q, q}, accuracy 0, and a quarter {p, p}, accuracy 1.
+    assert (with_signers["per_instance/top1_signer_ci_low"], with_signers["per_instance/top1_signer_ci_high"]) == (0, 1)
 
 
 def test_per_signer_table():

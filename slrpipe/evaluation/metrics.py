@@ -143,9 +143,12 @@ def bootstrap_intervals(
 
     `correct` (N,) bool says which samples are right (at some k), `labels` their classes. Without
     `groups` a resample draws N samples with replacement. With `groups` (one id per sample, e.g.
-    its signer) it draws as many groups as there are, with replacement, each bringing all of its
-    samples: a cluster bootstrap. A signer's samples succeed or fail together, so only this
-    interval says how the accuracy may vary on new signers; the sample interval is narrower.
+    its signer) it is a two-stage bootstrap: draw as many groups as there are, with replacement,
+    then, for each group drawn, as many of its samples as it has, with replacement. A signer's
+    samples succeed or fail together, so drawing whole signers is what says how the accuracy may
+    vary on new signers; redrawing within them keeps each signer's own sampling noise, which
+    drawing whole signers alone would drop (two signers of equal accuracy would give an interval
+    of zero width).
     """
     correct = np.asarray(correct, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
@@ -156,18 +159,23 @@ def bootstrap_intervals(
         raise SlrpipeError(f"bootstrap needs an integer number of draws >= 1, got {draws!r}")
     if not 0 < confidence < 1:
         raise SlrpipeError(f"bootstrap confidence must lie strictly between 0 and 1, got {confidence}")
-    if groups is None:
-        group_of, count = np.arange(len(labels)), len(labels)
-    else:
-        if len(groups) != len(labels):
-            raise SlrpipeError(f"bootstrap: {len(groups)} group ids for {len(labels)} samples")
-        names, group_of = np.unique(np.asarray(groups), return_inverse=True)
-        count = len(names)
+    if groups is not None and len(groups) != len(labels):
+        raise SlrpipeError(f"bootstrap: {len(groups)} group ids for {len(labels)} samples")
+    # Samples ordered by group: group g holds positions starts[g] .. starts[g] + sizes[g] - 1.
+    group_of = np.zeros(len(labels), dtype=np.int64) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
+    order = np.argsort(group_of, kind="stable")
+    sizes = np.bincount(group_of)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     rng = np.random.default_rng(seed)
     results = np.empty((draws, 2))
     for draw in range(draws):
-        chosen = np.bincount(rng.integers(0, count, count), minlength=count)
-        results[draw] = _resampled_accuracies(correct, labels, chosen[group_of].astype(np.float64))
+        # Without groups everything is one group drawn once: the ordinary bootstrap.
+        times = np.ones(1, dtype=np.int64) if groups is None else np.bincount(rng.integers(0, len(sizes), len(sizes)),
+                                                                               minlength=len(sizes))
+        group = np.repeat(np.arange(len(sizes)), times * sizes)  # a group drawn m times gives m * size samples
+        picked = order[starts[group] + rng.integers(0, sizes[group])]
+        weights = np.bincount(picked, minlength=len(labels)).astype(np.float64)
+        results[draw] = _resampled_accuracies(correct, labels, weights)
     tail = (1 - confidence) / 2
     low, high = np.quantile(results, [tail, 1 - tail], axis=0)
     return {"per_instance": (float(low[0]), float(high[0])), "per_class": (float(low[1]), float(high[1]))}
