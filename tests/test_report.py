@@ -442,12 +442,15 @@ def test_intervals_over_signers_and_per_signer_table(tmp_path):
     _path, text = render(tmp_path, metrics=metrics, signers={"p1": (20, 0.25), "p2": (20, 0.5), "NA": (20, 0.5)})
     assert "| all test samples | 42.31 [30.00, 55.00] | 88.46 | 40.14 [28.00, 52.00] | 87.50 |" in text
     assert "In brackets: the 95 % bootstrap interval over the 60 test samples (2000 resamples, seed 0)." in text
-    assert ("Resampling the 3 test signers instead, each with all of their samples (the interval that speaks for new "
-            "signers): P-I top-1 [10.00, 70.00], P-C top-1 [12.00, 66.00].") in text
+    assert ("Resampling the 3 test signers instead, whole signers and then the samples within each (the interval that "
+            "speaks for new signers): P-I top-1 [10.00, 70.00], P-C top-1 [12.00, 66.00]. With 3 signers this interval "
+            "is itself rough.") in text
     section = text.split("## Per-signer results\n\n", 1)[1].split("\n## ", 1)[0]
     assert section.splitlines() == ["P-I top-1 of each of the 3 test signers:", "",
                                     "| Signer | Test samples | top-1 (%) |", "|---|---:|---:|",
                                     "| p1 | 20 | 25.00 |", "| p2 | 20 | 50.00 |", "| NA | 20 | 50.00 |"]
+    _path, text = render(tmp_path / "more", metrics={**metrics, "signers": 5}, signers={f"p{i}": (12, 0.5) for i in range(5)})
+    assert "Resampling the 5 test signers instead" in text and "rough" not in text
 
 
 def test_one_test_signer_has_no_interval_over_signers(tmp_path):

@@ -135,6 +135,10 @@ def _per_class(per_class: pd.DataFrame, link: str) -> list[str]:
             "Best 5 classes:", markdown_table(best, 2), "Worst 5 classes:", markdown_table(worst, 2)]
 
 
+# Below this many test signers the interval over signers rests on too few draws of people to be more than a rough guide.
+FEW_SIGNERS = 5
+
+
 def _interval_text(params: Params, metrics: dict, per_signer: pd.DataFrame) -> str:
     """What the brackets of this run's table are, and the intervals over signers or why there are none."""
     if not intervals(metrics):
@@ -145,8 +149,10 @@ def _interval_text(params: Params, metrics: dict, per_signer: pd.DataFrame) -> s
     by_signer = intervals(metrics, "signer_ci")
     if by_signer:
         shown = ", ".join(f"{level} top-{k} {bracket(bounds)}" for (level, k), bounds in by_signer.items())
-        return (f"{text} Resampling the {metrics.get('signers', len(per_signer))} test signers instead, each with all "
-                f"of their samples (the interval that speaks for new signers): {shown}.")
+        count = metrics.get("signers", len(per_signer))
+        rough = f" With {count} signers this interval is itself rough." if count < FEW_SIGNERS else ""
+        return (f"{text} Resampling the {count} test signers instead, whole signers and then the samples within each "
+                f"(the interval that speaks for new signers): {shown}.{rough}")
     if len(per_signer) == 1:
         return (f"{text} The test samples all come from one signer ({per_signer.signer.iloc[0]}), so there is no "
                 "interval over signers: the one above counts samples, not signers, and understates how much the "
