@@ -93,6 +93,11 @@ class PreprocessParams(Section):
     # Mirror the left hand (x -> 1 - x) so both hands look like right hands to the shared
     # hand encoder. The authors' code does; the paper does not say so.
     mirror_left_hand: bool = False
+    # Trunk coordinates: `frame` (paper) = image position / frame size; `body` = the shoulder
+    # midpoint at (0.5, 0.5), 1 unit = 2.5 shoulder widths (medians over the frames where both
+    # shoulders pass score_threshold), so where the signer sits and how close does not matter.
+    # A sample whose shoulders are never seen that way keeps the frame form (counted and logged).
+    trunk_norm: Literal["frame", "body"] = "frame"
     max_frames: int = Field(default=150, ge=1)
     # How samples without an official split are split: `random` (class-stratified) or `signer`
     # (no signer in two splits). Samples marked test or val keep their split; a dataset with
@@ -136,6 +141,12 @@ class AugmentParams(Section):
     joint_mask_probability: float = Field(default=0.5, ge=0, le=1)
     # Swap the hands and mirror x (left-handed signers).
     flip_probability: float = Field(default=0.5, ge=0, le=1)
+    # Trunk only, one draw per view, after the affine: a shift of up to trunk_translate in each
+    # axis (trunk units: 2.5 shoulder widths with preprocess.trunk_norm body, the frame size with frame) and
+    # one factor in [1 - trunk_scale, 1 + trunk_scale] about the centre (the shoulder midpoint
+    # with body): a signer sitting elsewhere or closer. 0 = off (and no random number drawn).
+    trunk_translate: float = Field(default=0.0, ge=0)
+    trunk_scale: float = Field(default=0.0, ge=0, lt=1)
     # Pretraining views: `shared` flips both views of a sample or neither (ours); `independent`
     # draws the flip per view (paper, authors' code), so half the positive pairs are mirror images.
     flip_views: Literal["shared", "independent"] = "shared"

@@ -27,7 +27,9 @@ def preprocess(
     with user_errors():
         result = run_preprocess(load_params(params), keypoints, out_dir)
     splits = ", ".join(f"{name} {count}" for name, count in result.split_counts.items())
-    typer.echo(f"preprocess: {result.written} samples ({splits}), {result.frames} frames, {len(result.problems)} bad -> {out_dir}")
+    typer.echo(f"preprocess: {result.written} samples ({splits}), {result.frames} frames, {len(result.problems)} bad"
+               f"{f', {len(result.trunk_fallback)} with the frame-form trunk (no confident shoulders)' if result.trunk_fallback else ''}"
+               f" -> {out_dir}")
 
 
 if __name__ == "__main__":

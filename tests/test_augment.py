@@ -108,3 +108,65 @@ def test_split_parts_layout():
     np.testing.assert_array_equal(parts["joint"]["left_hand"], coords[:, joints.LEFT_HAND].astype(np.float32))
     np.testing.assert_array_equal(parts["mask"]["right_hand"], mask[:, joints.RIGHT_HAND])
     assert np.all(parts["motion"]["trunk"][0] == 0)
+
+
+def test_trunk_shift_scale_moves_only_the_trunk_within_its_ranges():
+    coords, mask = _sequence(frames=10, masked_fraction=0.2)
+    for seed in range(50):
+        out = augment.trunk_shift_scale(coords, mask, np.random.default_rng(seed), max_shift=0.1, scale=0.2)
+        np.testing.assert_array_equal(out[:, 7:], coords[:, 7:])  # hands untouched
+        assert np.all(out[~mask] == 0)
+        # Every visible trunk joint is 0.5 + factor (x - 0.5) + shift, for one factor and shift.
+        valid = mask[:, joints.TRUNK]
+        source, target = coords[:, joints.TRUNK][valid], out[:, joints.TRUNK][valid]
+        design = np.column_stack([source.reshape(-1) - 0.5, np.tile(np.eye(2), (len(source), 1))])
+        (factor, shift_x, shift_y), *_ = np.linalg.lstsq(design, target.reshape(-1) - 0.5, rcond=None)
+        np.testing.assert_allclose(design @ [factor, shift_x, shift_y], target.reshape(-1) - 0.5, atol=1e-9)
+        assert 0.8 <= factor <= 1.2 and abs(shift_x) <= 0.1 and abs(shift_y) <= 0.1
+
+
+def test_trunk_shift_scale_by_hand():
+    coords = np.zeros((1, 49, 2))
+    coords[0, 1] = [0.7, 0.5]  # the body form's left shoulder
+    mask = np.zeros((1, 49), bool)
+    mask[0, 1] = True
+    # With a range of 0 for the factor, only the shift is drawn: uniform(-0.3, 0.3, size=2).
+    expected_shift = np.random.default_rng(3).uniform(-0.3, 0.3, size=2)
+    out = augment.trunk_shift_scale(coords, mask, np.random.default_rng(3), max_shift=0.3, scale=0.0)
+    np.testing.assert_allclose(out[0, 1], [0.7, 0.5] + expected_shift)
+    factor = np.random.default_rng(4).uniform(0.5, 1.5)
+    out = augment.trunk_shift_scale(coords, mask, np.random.default_rng(4), max_shift=0.0, scale=0.5)
+    np.testing.assert_allclose(out[0, 1], [0.5 + 0.2 * factor, 0.5])  # about the shoulder midpoint (0.5, 0.5)
+
+
+def test_trunk_augmentation_off_gives_the_same_views_as_before():
+    """0 draws no random number: every view is the one the same seed gave without the option."""
+    coords, mask = _sequence(frames=40)
+    off = AugmentParams(joint_mask_probability=1.0)
+    assert off.trunk_translate == 0 and off.trunk_scale == 0
+    with_option = augment.augment_view(coords, mask, np.random.default_rng(7), off, False)
+    # The view as augment_view made it before the trunk option, step by step from the same seed.
+    rng = np.random.default_rng(7)
+    start, stop = augment.temporal_crop(len(coords), rng, off.crop_min_ratio, off.crop_min_frames)
+    expected, expected_mask = augment.resample(coords, mask, start, stop, off.frames)
+    rng.random()
+    expected = augment.apply_affine(expected, expected_mask, augment.random_affine(rng, off))
+    rng.random()
+    expected, expected_mask = augment.mask_joints(expected, expected_mask, rng, off.joint_mask_count)
+    if rng.random() < off.flip_probability:
+        expected, expected_mask = augment.flip(expected, expected_mask, False)
+    np.testing.assert_array_equal(with_option[0], expected)
+    np.testing.assert_array_equal(with_option[1], expected_mask)
+
+
+def test_trunk_augmentation_in_a_view_is_reproducible_and_trunk_only():
+    coords, mask = _sequence(frames=40, masked_fraction=0.0)
+    base = dict(affine_probability=0.0, joint_mask_count=0, flip_probability=0.0, crop_min_ratio=1.0, crop_min_frames=40, frames=40)
+    plain = augment.augment_view(coords, mask, np.random.default_rng(5), AugmentParams(**base), False)
+    settings = AugmentParams(**base, trunk_translate=0.2, trunk_scale=0.3)
+    views = [augment.augment_view(coords, mask, np.random.default_rng(5), settings, False) for _ in range(2)]
+    np.testing.assert_array_equal(views[0][0], views[1][0])
+    np.testing.assert_array_equal(views[0][0][:, 7:], plain[0][:, 7:])
+    assert not np.allclose(views[0][0][:, joints.TRUNK], plain[0][:, joints.TRUNK])
+    other = augment.augment_view(coords, mask, np.random.default_rng(6), settings, False)
+    assert not np.allclose(other[0][:, joints.TRUNK], views[0][0][:, joints.TRUNK])

@@ -147,3 +147,97 @@ def test_a_gloss_whose_samples_all_fail_here_is_dropped_and_labels_renumbered(tm
         ("", "gloss 'handless' dropped: none of its 2 sample(s) is usable; labels renumbered"),
     ]
     assert len(result.problems) == 2 and result.dropped == report[2:]
+
+
+# ---- trunk_norm: body ----------------------------------------------------------------------
+BODY = PreprocessParams(trunk_norm="body")
+
+
+def test_body_form_places_the_shoulders_by_hand_computed_numbers():
+    # _frame's shoulders: left (400, 200), right (240, 200): midpoint (320, 200), width 160 px,
+    # so one trunk unit is 2.5 x 160 = 400 px and the midpoint sits at (0.5, 0.5).
+    frames = np.stack([_frame(right_hand=_square_hand(100, 200, 40, 20))] * 3)
+    trunk = normalize(frames, FRAME, BODY).coords[0, joints.TRUNK]
+    expected = 0.5 + (frames[0, joints.TRUNK, :2] - [320, 200]) / 400
+    np.testing.assert_allclose(trunk, expected, atol=1e-6)
+    np.testing.assert_allclose(trunk[[1, 4]], [[0.7, 0.5], [0.3, 0.5]], atol=1e-6)  # shoulders 0.4 apart
+    np.testing.assert_allclose(trunk[0], [0.5, 0.25], atol=1e-6)  # nose 100 px above: 0.25 units
+
+
+def test_body_form_is_the_same_wherever_the_signer_sits_and_however_close():
+    frames = np.stack([_frame(right_hand=_square_hand(100, 200, 40, 20), left_hand=_square_hand(420, 360, 30, 30))] * 4)
+    frames[1:3, joints.TRUNK, :2] += [[5, -3]]  # a little movement, so the sequence is not constant
+    moved = frames.copy()
+    moved[..., :2] = frames[..., :2] * 0.6 + [150, 90]  # farther from the camera and elsewhere in the frame
+    a, b = normalize(frames, FRAME, BODY), normalize(moved, FRAME, BODY)
+    np.testing.assert_allclose(a.coords, b.coords, atol=1e-5)  # trunk and hand crops alike
+    np.testing.assert_array_equal(a.mask, b.mask)
+    frame_form = [normalize(f, FRAME, SETTINGS).coords[:, joints.TRUNK] for f in (frames, moved)]
+    assert not np.allclose(*frame_form, atol=1e-3)  # what the frame form would have done
+
+
+def test_body_form_uses_medians_over_frames_with_both_shoulders_confident():
+    frames = np.stack([_frame(right_hand=_square_hand(100, 200, 40, 20))] * 5)
+    frames[0, 1, :2] = [600, 50]  # one wild detection: the median ignores it
+    frames[1, 4, 2] = 0.2  # right shoulder not confident: frame 1 does not count, even though its left one is
+    frames[1, 1, :2] = [0, 0]
+    trunk = normalize(frames, FRAME, BODY).coords[:, joints.TRUNK]
+    np.testing.assert_allclose(trunk[2, [1, 4]], [[0.7, 0.5], [0.3, 0.5]], atol=1e-6)
+
+
+@pytest.mark.parametrize("problem", ["unseen", "coincide"])
+def test_body_form_falls_back_to_the_frame_form_without_confident_shoulders(problem):
+    frames = np.stack([_frame(right_hand=_square_hand(100, 200, 40, 20))] * 3)
+    if problem == "unseen":
+        frames[:, 1, 2] = 0.3
+    else:
+        frames[:, 4, :2] = frames[:, 1, :2]
+    sample = normalize(frames, FRAME, BODY)
+    assert sample.trunk_norm == "frame"
+    np.testing.assert_array_equal(sample.coords, normalize(frames, FRAME, SETTINGS).coords)
+
+
+def test_frame_form_is_position_over_frame_size():
+    frames = np.stack([_frame(right_hand=_square_hand(100, 200, 40, 20))])
+    sample = normalize(frames, FRAME, SETTINGS)
+    np.testing.assert_allclose(sample.coords[0, joints.TRUNK], frames[0, joints.TRUNK, :2] / FRAME, atol=1e-7)
+    np.testing.assert_array_equal(sample.trunk_origin, [0, 0])
+    np.testing.assert_array_equal(sample.trunk_unit, FRAME)
+
+
+def test_the_stage_counts_and_names_samples_without_shoulders(tmp_path, caplog):
+    import json
+
+    from slrpipe.pose.extract import run_extract
+    from slrpipe.h5io import RaggedFile
+    from slrpipe.data.preprocess import run_preprocess
+    from tests.conftest import make_params
+
+    rng = np.random.default_rng(0)
+    lines = ["path,gloss,signer,split"]
+    for gloss in ("alpha", "beta"):
+        for index in range(2):
+            vectors = rng.uniform(0.2, 0.8, (6, 258)).astype(np.float32)
+            vectors[:, 3::4][:, :33] = 0.9  # every pose landmark visible
+            if (gloss, index) == ("beta", 1):
+                vectors[:, 11 * 4 + 3] = 0.1  # MediaPipe landmark 11: the left shoulder, never confident
+            np.save(tmp_path / f"{gloss}{index}.npy", vectors)
+            lines.append(f"{gloss}{index}.npy,{gloss},,train")
+    (tmp_path / "list.csv").write_text("\n".join(lines) + "\n")
+    params = make_params(tmp_path / "list.csv", source="manifest")
+    params = params.model_copy(update={"preprocess": params.preprocess.model_copy(update={"trunk_norm": "body"})})
+    run_extract(params, tmp_path / "extract", None)
+    with caplog.at_level("WARNING"):
+        result = run_preprocess(params, tmp_path / "extract" / "keypoints.h5", tmp_path / "pre")
+    assert result.trunk_fallback == ["beta1"]
+    assert json.loads((tmp_path / "pre" / "preprocess_summary.json").read_text())["trunk_frame_fallback"] == 1
+    assert "beta1: no frame with both shoulders" in caplog.text
+    with RaggedFile(tmp_path / "pre" / "dataset.h5") as dataset:
+        assert dataset.column("trunk_norm") == ["body", "body", "body", "frame"]
+        assert dataset.attr("preprocess")["trunk_norm"] == "body"
+        # The stored placement maps the trunk back to pixels.
+        coords, mask = dataset.frames("coords", 0), dataset.frames("mask", 0)
+        pixels = coords[:, joints.TRUNK] * dataset.column("trunk_unit")[0] + dataset.column("trunk_origin")[0]
+        shoulders = pixels[:, [1, 4]][mask[:, [1, 4]].all(axis=1)]
+        width = np.median(np.linalg.norm(shoulders[:, 0] - shoulders[:, 1], axis=1))
+        assert dataset.column("trunk_unit")[0][0] == pytest.approx(2.5 * width, rel=1e-4)

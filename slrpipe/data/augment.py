@@ -2,7 +2,8 @@
 
 A sequence is `coords` (T, 49, 2) in slrpipe's joint layout (trunk / frame size, hands in
 [0, 1] of their crops) with a joint mask (T, 49). Masked joints always stay at zero. One
-view's spatial parameters apply to the hands and the trunk alike.
+view's spatial parameters apply to the hands and the trunk alike; the trunk alone may also be
+shifted and scaled (a signer sitting elsewhere or closer to the camera).
 """
 
 from __future__ import annotations
@@ -59,6 +60,19 @@ def apply_affine(coords: np.ndarray, mask: np.ndarray, matrix: np.ndarray) -> np
     return out
 
 
+def trunk_shift_scale(coords: np.ndarray, mask: np.ndarray, rng: np.random.Generator, max_shift: float,
+                      scale: float) -> np.ndarray:
+    """The trunk scaled by one factor in [1 - scale, 1 + scale] about the centre, then shifted by
+    up to max_shift per axis; hands untouched. Draws nothing for a setting that is 0, so turning
+    this off gives exactly the views of a run without it."""
+    factor = rng.uniform(1 - scale, 1 + scale) if scale else 1.0
+    shift = rng.uniform(-max_shift, max_shift, size=2) if max_shift else np.zeros(2)
+    out = coords.copy()
+    out[:, joints.TRUNK] = (coords[:, joints.TRUNK] - _CENTRE) * factor + _CENTRE + shift
+    out[~mask] = 0.0
+    return out
+
+
 def flip(coords: np.ndarray, mask: np.ndarray, left_mirrored: bool) -> tuple[np.ndarray, np.ndarray]:
     """Mirror the signer horizontally: the hands trade places and x -> 1 - x.
 
@@ -111,6 +125,8 @@ def augment_view(
     coords, mask = resample(coords, mask, start, stop, settings.frames)
     if rng.random() < settings.affine_probability:
         coords = apply_affine(coords, mask, random_affine(rng, settings))
+    if settings.trunk_translate or settings.trunk_scale:
+        coords = trunk_shift_scale(coords, mask, rng, settings.trunk_translate, settings.trunk_scale)
     if settings.joint_mask_count and rng.random() < settings.joint_mask_probability:
         coords, mask = mask_joints(coords, mask, rng, settings.joint_mask_count)
     if rng.random() < settings.flip_probability if flipped is None else flipped:

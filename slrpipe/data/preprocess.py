@@ -3,7 +3,8 @@
 Per frame, each hand is cropped with a square box around its confident joints (or, when
 too few are visible, a box placed along the forearm), mapped into a crop_size x crop_size
 image and divided by crop_size, so hand coordinates lie in [0, 1] of their crop. The trunk
-is divided by the frame size. Joints scored below `score_threshold` are zeroed and masked;
+is divided by the frame size (`trunk_norm: frame`) or placed relative to the signer's
+shoulders (`body`). Joints scored below `score_threshold` are zeroed and masked;
 frames in which neither hand is found are dropped; long sequences are subsampled uniformly.
 """
 
@@ -34,12 +35,56 @@ HANDS = (  # (slice of the 49 joints, trunk elbow, trunk wrist)
 )
 
 
+# Body form: one trunk unit is this many shoulder widths, with the shoulder midpoint at (0.5, 0.5).
+# Why not 1 shoulder width about 0: the model's GCN sees a masked joint as the point (0, 0), so
+# (0, 0) must lie where real joints rarely go, as the frame form's top-left corner does. At 2.5
+# widths it is 1.25 widths beside and above the shoulder midpoint (past the shoulder, level with
+# the top of the head); at 1 width it would be at chin height beside the neck, where wrists pass.
+# 2.5 also makes the shoulder width 0.4 units, the middle of what the frame form gives (0.30-0.52
+# over 21 signers, issue 13), so augment's rotation/scale/shear ranges and the input magnitudes
+# stay as tuned; and centring at 0.5 makes the flip (x -> 1 - x) mirror about the body's midline
+# and the affine turn about the shoulders.
+BODY_SHOULDER_WIDTHS_PER_UNIT = 2.5
+BODY_CENTRE = 0.5
+SHOULDERS = (1, 4)  # left, right shoulder in the trunk's 7 joints (joints.TRUNK_NAMES)
+
+
 @dataclass
 class NormalizedSample:
-    coords: np.ndarray  # (T, 49, 2) float32: trunk / frame size, hands in [0, 1] of their crop
+    coords: np.ndarray  # (T, 49, 2) float32: trunk = (pixel - trunk_origin) / trunk_unit, hands in [0, 1] of their crop
     mask: np.ndarray  # (T, 49) bool: joint confidently detected (coordinates are zero where False)
     hand_boxes: np.ndarray  # (T, 2, 3) float32: left, right box as (centre x, centre y, side) in pixels; side 0 = none
     frame_index: np.ndarray  # (T,) int64: the original frame each kept frame came from
+    trunk_origin: np.ndarray  # (2,) float64 pixels that map to trunk (0, 0)
+    trunk_unit: np.ndarray  # (2,) float64 pixels per trunk unit in x and y
+    trunk_norm: str  # the form used: the setting, or "frame" when `body` had no confident shoulders
+
+
+def shoulder_frame(keypoints: np.ndarray, score_threshold: float) -> tuple[np.ndarray, float] | None:
+    """(shoulder midpoint, shoulder width) in pixels, each the median over the frames where both
+    shoulders score >= score_threshold (a few bad detections do not move it); None when no such
+    frame exists or the shoulders coincide."""
+    left, right = keypoints[:, SHOULDERS[0]], keypoints[:, SHOULDERS[1]]
+    seen = (left[:, 2] >= score_threshold) & (right[:, 2] >= score_threshold)
+    if not seen.any():
+        return None
+    width = float(np.median(np.linalg.norm(left[seen, :2] - right[seen, :2], axis=1)))
+    if not np.isfinite(width) or width <= 0:
+        return None
+    return np.median((left[seen, :2] + right[seen, :2]) / 2, axis=0), width
+
+
+def trunk_transform(keypoints: np.ndarray, frame_size: tuple[int, int], settings: PreprocessParams
+                    ) -> tuple[np.ndarray, np.ndarray, str]:
+    """(origin, unit, form used): trunk coordinates are (pixel - origin) / unit."""
+    size = np.asarray(frame_size, dtype=np.float64)
+    if settings.trunk_norm == "body":
+        found = shoulder_frame(keypoints, settings.score_threshold)
+        if found is not None:
+            centre, width = found
+            unit = BODY_SHOULDER_WIDTHS_PER_UNIT * width
+            return centre - BODY_CENTRE * unit, np.array([unit, unit]), "body"
+    return np.zeros(2), size, "frame"
 
 
 def hand_boxes(keypoints: np.ndarray, settings: PreprocessParams) -> np.ndarray:
@@ -73,7 +118,9 @@ def normalize(keypoints: np.ndarray, frame_size: tuple[int, int], settings: Prep
     keypoints = np.asarray(keypoints, dtype=np.float64)
     mask = keypoints[..., 2] >= settings.score_threshold
     coords = np.zeros(keypoints.shape[:2] + (2,), dtype=np.float64)
-    coords[:, joints.TRUNK] = keypoints[:, joints.TRUNK, :2] / np.asarray(frame_size, dtype=np.float64)
+    # Over every frame, before frames without hands are dropped: more frames, steadier medians.
+    trunk_origin, trunk_unit, trunk_form = trunk_transform(keypoints, frame_size, settings)
+    coords[:, joints.TRUNK] = (keypoints[:, joints.TRUNK, :2] - trunk_origin) / trunk_unit
 
     boxes = hand_boxes(keypoints, settings)
     for side_index, (hand, _, _) in enumerate(HANDS):
@@ -96,7 +143,8 @@ def normalize(keypoints: np.ndarray, frame_size: tuple[int, int], settings: Prep
         kept = kept[np.round(np.linspace(0, kept.size - 1, settings.max_frames)).astype(np.int64)]
     coords, mask, boxes = coords[kept], mask[kept], boxes[kept]
     coords[~mask] = 0.0
-    return NormalizedSample(coords.astype(np.float32), mask, boxes.astype(np.float32), kept.astype(np.int64))
+    return NormalizedSample(coords.astype(np.float32), mask, boxes.astype(np.float32), kept.astype(np.int64),
+                            trunk_origin, trunk_unit, trunk_form)
 
 
 # ---- the stage -----------------------------------------------------------------------------
@@ -115,6 +163,7 @@ class PreprocessResult:
     split_counts: dict[str, int]
     subsets: dict[str, list[str]]
     dropped: list[Problem]  # one per gloss left without samples
+    trunk_fallback: list[str]  # sample ids kept in the frame form under trunk_norm: body (shoulders never seen)
 
 
 def run_preprocess(params: Params, keypoints_path: Path, out_dir: Path) -> PreprocessResult:
@@ -134,6 +183,7 @@ def run_preprocess(params: Params, keypoints_path: Path, out_dir: Path) -> Prepr
         subset_indices = label_subsets(train, labels, settings.label_fractions, settings.seed)
 
         problems: list[Problem] = []
+        trunk_fallback: list[str] = []
         kept: set[str] = set()
         frames = 0
         specs = {
@@ -152,6 +202,10 @@ def run_preprocess(params: Params, keypoints_path: Path, out_dir: Path) -> Prepr
                     problems.append(Problem(sample_id, columns["path"][index], str(error)))
                     log.warning("skipped %s: %s", sample_id, error)
                     continue
+                if sample.trunk_norm != settings.trunk_norm:
+                    trunk_fallback.append(sample_id)
+                    log.warning("%s: no frame with both shoulders scored >= %s, so its trunk keeps the frame form "
+                                "(preprocess.trunk_norm: body needs them)", sample_id, settings.score_threshold)
                 writer.append(
                     {"coords": sample.coords, "mask": sample.mask, "hand_boxes": sample.hand_boxes, "frame_index": sample.frame_index},
                     sample_id=sample_id,
@@ -161,6 +215,10 @@ def run_preprocess(params: Params, keypoints_path: Path, out_dir: Path) -> Prepr
                     split=splits[index],
                     source=columns["path"][index],
                     frame_size=np.asarray(size, dtype=np.int64),
+                    # How the trunk was placed, so it can be mapped back to the image (`slrpipe show`).
+                    trunk_norm=sample.trunk_norm,
+                    trunk_origin=sample.trunk_origin,
+                    trunk_unit=sample.trunk_unit,
                 )
                 kept.add(sample_id)
                 frames += len(sample.coords)
@@ -192,6 +250,10 @@ def run_preprocess(params: Params, keypoints_path: Path, out_dir: Path) -> Prepr
         "frames": frames,
         **{f"{name}_samples": count for name, count in split_counts.items()},
         **{f"labelled_{key}": len(ids) for key, ids in subsets.items()},
+        "trunk_frame_fallback": len(trunk_fallback),
     })
+    if trunk_fallback:
+        log.warning("%d sample(s) kept the frame form of the trunk for want of confident shoulders: %s",
+                    len(trunk_fallback), ", ".join(trunk_fallback))
     check_bad_fraction(len(problems), total, settings.max_bad_fraction, "preprocess.max_bad_fraction", out_dir / REPORT_FILE)
-    return PreprocessResult(written, frames, problems, split_counts, subsets, dropped)
+    return PreprocessResult(written, frames, problems, split_counts, subsets, dropped, trunk_fallback)

@@ -127,7 +127,9 @@ class Predictor:
         model, meta = load_model(model_path)
         self.model = model.to(self.device)
         self.glosses: list[str] = list(meta["glosses"])
-        self.preprocess = PreprocessParams.model_validate(meta["preprocess"])
+        # Model files from before trunk_norm existed were trained on the frame form, whatever
+        # the default is now.
+        self.preprocess = PreprocessParams.model_validate({"trunk_norm": "frame", **meta["preprocess"]})
         self.augment = AugmentParams.model_validate(meta["augment"])
         # Pose files carry no image size: by default that of the training recordings.
         stored = meta["dataset"]

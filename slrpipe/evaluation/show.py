@@ -8,7 +8,7 @@ the right-hand crop and the left-hand crop. A .gif animates every frame with the
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,15 @@ class Sample:
     hand_boxes: np.ndarray  # (T, 2, 3): left, right (cx, cy, side) in pixels
     frame_index: np.ndarray  # (T,)
     mirrored: bool  # the left hand's x was mirrored by preprocess
+    # Trunk coordinates are (pixel - trunk_origin) / trunk_unit (preprocess.trunk_transform).
+    trunk_origin: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    trunk_unit: np.ndarray | None = None  # None: the frame size (files from before trunk_norm)
+
+    def trunk_in_frame(self, xy: np.ndarray) -> np.ndarray:
+        """Trunk coordinates -> [0, 1] of the frame, where the hand boxes are drawn."""
+        size = np.asarray(self.frame_size, dtype=np.float64)
+        unit = size if self.trunk_unit is None else self.trunk_unit
+        return (xy * unit + self.trunk_origin) / size
 
     @property
     def aspect(self) -> float:
@@ -79,7 +88,16 @@ def load_sample(dataset: Path, sample_id: str) -> Sample:
             hand_boxes=source.frames("hand_boxes", i),
             frame_index=source.frames("frame_index", i),
             mirrored=bool((source.attr("preprocess") or {}).get("mirror_left_hand", False)),
+            **_trunk_placement(source, i),
         )
+
+
+def _trunk_placement(source: RaggedFile, i: int) -> dict[str, np.ndarray]:
+    try:
+        return {"trunk_origin": np.asarray(source.column("trunk_origin")[i], dtype=np.float64),
+                "trunk_unit": np.asarray(source.column("trunk_unit")[i], dtype=np.float64)}
+    except KeyError:  # written before preprocess.trunk_norm: the trunk is in frame coordinates
+        return {}
 
 
 # ---- drawing one frame's panels --------------------------------------------------------------
@@ -111,7 +129,7 @@ def draw_trunk(ax: Axes, sample: Sample, t: int) -> None:
     size = np.asarray(sample.frame_size, dtype=np.float64)
     coords, mask = sample.coords[t], sample.mask[t]
     # Each arm in its hand's colour, so a box or hand on the wrong arm (left/right swapped) shows.
-    trunk_xy, trunk_mask = coords[joints.TRUNK], mask[joints.TRUNK]
+    trunk_xy, trunk_mask = sample.trunk_in_frame(coords[joints.TRUNK].astype(np.float64)), mask[joints.TRUNK]
     for color in (TRUNK_COLOR, LEFT_COLOR, RIGHT_COLOR):
         edges = tuple(edge for edge in joints.TRUNK_EDGES if _trunk_color(edge) == color)
         own = np.array([_trunk_color((j,)) == color for j in range(joints.NUM_TRUNK)])
