@@ -87,3 +87,18 @@ def test_command_writes_to_reports_show_by_default(dataset, tmp_path, monkeypatc
     result = runner.invoke(standalone(show), ["nope", "--dataset", str(dataset)])
     assert result.exit_code == 1
     assert "error: no sample 'nope'" in result.output
+
+
+def test_a_body_form_trunk_is_drawn_where_the_frame_form_puts_it(shared, dataset, tmp_path):
+    from slrpipe.evaluation.show import load_sample
+
+    params = make_params(tmp_path / "unused")
+    body_params = params.model_copy(update={"preprocess": params.preprocess.model_copy(
+        update={"trunk_norm": "body", "val_fraction": 0.0, "test_fraction": 0.0})})
+    run_preprocess(body_params, dataset.parent.parent / "extract" / "keypoints.h5", tmp_path / "body")
+    frame_sample = load_sample(dataset, SAMPLES[0])
+    body_sample = load_sample(tmp_path / "body" / "dataset.h5", SAMPLES[0])
+    assert not np.allclose(frame_sample.coords[:, :7], body_sample.coords[:, :7], atol=1e-3)
+    visible = frame_sample.mask[:, :7]
+    drawn = [s.trunk_in_frame(s.coords[:, :7].astype(np.float64))[visible] for s in (frame_sample, body_sample)]
+    np.testing.assert_allclose(drawn[0], drawn[1], atol=1e-5)
