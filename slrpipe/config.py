@@ -287,6 +287,10 @@ class FinetuneParams(Section):
     # authors), evaluation normalizes clean sequences with statistics of augmented ones.
     # The linear protocol's frozen encoders keep their pretrained statistics either way.
     recalibrate_bn: bool = True
+    # Early stopping: end training after this many epochs without a better validation top-1
+    # (the schedule's epochs become an upper bound; best.pt stays the best epoch). Needs
+    # select: val. None = every epoch of the schedule (paper, authors).
+    patience: int | None = Field(default=None, ge=1)
     schedules: dict[str, Schedule] = {
         "finetune": Schedule(epochs=60),
         "linear": Schedule(epochs=70, lr_steps=(50,)),
@@ -317,6 +321,12 @@ class FinetuneParams(Section):
     def _semi_needs_fraction(self) -> FinetuneParams:
         if self.protocol == "semi" and self.label_fraction is None:
             raise ValueError("protocol semi needs label_fraction (0.2, 0.4 or 0.6: a subset saved by preprocess)")
+        return self
+
+    @model_validator(mode="after")
+    def _patience_needs_validation(self) -> FinetuneParams:
+        if self.patience is not None and self.select != "val":
+            raise ValueError(f"patience stops on validation top-1, so it needs select: val (not {self.select})")
         return self
 
     @property

@@ -15,7 +15,7 @@ from slrpipe.finetune import train as finetune_module
 from slrpipe.engine.checkpoints import load_checkpoint
 from slrpipe.config import FinetuneParams, PretrainParams
 from slrpipe.data.dataset import PoseDataset
-from slrpipe.errors import SlrpipeError
+from slrpipe.errors import ParamsError, SlrpipeError
 from slrpipe.evaluation.evaluate import run_evaluate
 from slrpipe.finetune.train import run_finetune
 from slrpipe.model.classifier import build_classifier, load_model
@@ -284,3 +284,30 @@ def test_batchnorm_statistics_are_recomputed_on_clean_training_views_before_vali
         model, _ = load_model(best)
         norm = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d))
         assert int(norm.num_batches_tracked) == -(-train_samples // 16)  # the recalibration's batches (batch size 16)
+
+
+def test_early_stopping_ends_after_patience_epochs_without_a_better_validation_top1(ksl_dataset, pretrained, tmp_path,
+                                                                                   monkeypatch):
+    """Scripted validation top-1 per epoch: best at epoch 2, then 2 epochs without a better one
+    (patience 2) end training after epoch 4 of 6; best.pt is epoch 2, and a resumed run trains
+    nothing more."""
+    script = iter([0.5, 0.6, 0.6, 0.55, 0.9, 0.9, 0.9])
+    monkeypatch.setattr(finetune_module, "split_accuracy", lambda model, dataset, split, device, batch: {"val/top1": next(script)})
+    epochs, _ = _record_epochs(monkeypatch)
+    params, result, best = _finetune(ksl_dataset, pretrained, tmp_path, epochs=6, patience=2)
+    assert result.epochs_run == 4 and [m["val/top1"] for m in epochs] == [0.5, 0.6, 0.6, 0.55]
+    assert load_checkpoint(best)["selected"] == {"select": "val", "epoch": 2, "metric": "val/top1", "value": 0.6}
+    resumed = run_finetune(params, ksl_dataset[1], pretrained, tmp_path / "finetune", None, resume=True)
+    assert resumed.epochs_run == 0 and len(epochs) == 4
+
+
+def test_without_patience_every_epoch_runs(ksl_dataset, pretrained, tmp_path, monkeypatch):
+    script = iter([0.9, 0.1, 0.1, 0.1])
+    monkeypatch.setattr(finetune_module, "split_accuracy", lambda model, dataset, split, device, batch: {"val/top1": next(script)})
+    _, result, best = _finetune(ksl_dataset, pretrained, tmp_path, epochs=4)
+    assert result.epochs_run == 4 and load_checkpoint(best)["selected"]["epoch"] == 1
+
+
+def test_patience_needs_select_val(ksl_dataset):
+    with pytest.raises(ParamsError, match="patience stops on validation top-1, so it needs select: val"):
+        tiny_params(ksl_dataset[0], 1, finetune={"patience": 2, "select": "last"})

@@ -148,9 +148,11 @@ Validate = Callable[[int], dict[str, float]]
 def fit(model: nn.Module, step: Step, loader: DataLoader, optimizer: torch.optim.Optimizer, scheduler: Any,
         checkpointer: Checkpointer, runtime: Runtime, *, epochs: int, first_epoch: int, bf16: bool, desc: str,
         live_dir: Any = None, validate: Validate | None = None, train_mode: Callable[[], None] | None = None,
-        checkpoint_extra: Callable[[], dict] = dict, stop_after: int | None = None) -> dict[str, float]:
-    """Train epochs first_epoch .. epochs - 1 (or until `stop_after`, as if interrupted there);
-    return the last epoch's metrics.
+        checkpoint_extra: Callable[[], dict] = dict, stop_after: int | None = None,
+        stop_early: Callable[[int], bool] | None = None) -> tuple[int, dict[str, float]]:
+    """Train epochs first_epoch .. epochs - 1 (or until `stop_after`, as if interrupted there, or
+    until the main process's `stop_early(epochs done)` says so); return the number of epochs done
+    and the last epoch's metrics.
 
     Each epoch: reseed (start_epoch), set the modes (`train_mode`, default model.train()), run
     `step` under bf16 autocast on CUDA, step the scheduler, then on the main process add
@@ -160,7 +162,12 @@ def fit(model: nn.Module, step: Step, loader: DataLoader, optimizer: torch.optim
     autocast = runtime.device.type == "cuda" and bf16
     last = epochs if stop_after is None else min(epochs, stop_after)
     metrics: dict[str, float] = {}
+    done = first_epoch
     for epoch in range(first_epoch, last):
+        # Asked at the top, so a run resumed after it stopped early trains nothing more.
+        if epoch > 0 and stop_early is not None and _on_every_rank(runtime.is_main and stop_early(epoch), runtime):
+            log.info("%s: stopping early after epoch %d of %d", desc, epoch, epochs)
+            break
         start_epoch(loader, epoch)
         train_mode() if train_mode is not None else model.train()
         sums: dict[str, torch.Tensor] = {}
@@ -180,13 +187,22 @@ def fit(model: nn.Module, step: Step, loader: DataLoader, optimizer: torch.optim
         metrics = {name: (total / max(seen, 1)).item() for name, total in sums.items()}
         metrics["lr"] = optimizer.param_groups[0]["lr"]
         metrics["samples_per_second"] = seen * runtime.world_size / (time.perf_counter() - started)
-        if not runtime.is_main:
-            continue
-        if validate is not None:
-            metrics.update(validate(epoch + 1))
-        log.info("%s epoch %d/%d %s", desc, epoch + 1, epochs, ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
-        log_epoch(live, metrics)
-        checkpointer.save(epoch + 1, model, optimizer, scheduler, **checkpoint_extra())
+        done = epoch + 1
+        if runtime.is_main:
+            if validate is not None:
+                metrics.update(validate(epoch + 1))
+            log.info("%s epoch %d/%d %s", desc, epoch + 1, epochs, ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+            log_epoch(live, metrics)
+            checkpointer.save(epoch + 1, model, optimizer, scheduler, **checkpoint_extra())
     if live is not None:
         live.end()
-    return metrics
+    return done, metrics
+
+
+def _on_every_rank(decision: bool, runtime: Runtime) -> bool:
+    """Rank 0's decision, on every rank (only rank 0 validates): all ranks stop together."""
+    if not runtime.distributed:
+        return decision
+    flag = torch.tensor([int(decision)], device=runtime.device)
+    torch.distributed.broadcast(flag, src=0)
+    return bool(flag.item())

@@ -142,7 +142,10 @@ def _train(params: Params, dataset_path: Path, pretrained: Path, out_dir: Path, 
             save_model(out_dir / BEST, model, params, train_set.glosses, preprocess, selected)
         return metrics
 
-    metrics = fit(model, step, loader, optimizer, scheduler, checkpointer, runtime, epochs=s.schedule.epochs,
-                  first_epoch=first_epoch, bf16=s.bf16, desc=s.protocol, live_dir=live_dir, validate=validate,
-                  train_mode=train_mode, checkpoint_extra=lambda: {"selected": selected})
-    return FinetuneResult(s.schedule.epochs - first_epoch, selected, metrics)
+    def stop_early(epoch: int) -> bool:
+        return s.patience is not None and selected is not None and epoch - selected["epoch"] >= s.patience
+
+    done, metrics = fit(model, step, loader, optimizer, scheduler, checkpointer, runtime, epochs=s.schedule.epochs,
+                        first_epoch=first_epoch, bf16=s.bf16, desc=s.protocol, live_dir=live_dir, validate=validate,
+                        train_mode=train_mode, checkpoint_extra=lambda: {"selected": selected}, stop_early=stop_early)
+    return FinetuneResult(done - first_epoch, selected, metrics)

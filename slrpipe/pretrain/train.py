@@ -152,7 +152,7 @@ def _train(params: Params, dataset_path: Path, out_dir: Path, live_dir: Path | N
 
     extra = {"model_size": params.model.chosen.model_dump(mode="json"), "pretrain": settings.model_dump(mode="json"),
              "augment": params.augment.model_dump(mode="json"), "glosses": dataset.glosses}
-    metrics = fit(model, step, loader, optimizer, scheduler, checkpointer, runtime, epochs=settings.epochs,
+    _, metrics = fit(model, step, loader, optimizer, scheduler, checkpointer, runtime, epochs=settings.epochs,
                   first_epoch=first_epoch, bf16=settings.bf16, desc="pretrain", live_dir=live_dir, validate=validate,
                   checkpoint_extra=lambda: extra, stop_after=stop_after)
     last_epoch = settings.epochs if stop_after is None else min(settings.epochs, stop_after)
