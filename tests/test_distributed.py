@@ -72,18 +72,18 @@ ABLATIONS = {
 def _ablation_worker(rank: int, world: int, ports: list[int], root, dataset, out) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
+    from slrpipe.engine import runtime
     from slrpipe.finetune.train import run_finetune
-    from slrpipe.pretrain import train
     from slrpipe.pretrain.train import run_pretrain
 
     wrapped = []
 
-    class Recording(train.DistributedDataParallel):
+    class Recording(runtime.DistributedDataParallel):
         def __init__(self, module, **kwargs):
             super().__init__(module, **kwargs)
             wrapped.append(module)
 
-    train.DistributedDataParallel = Recording
+    runtime.DistributedDataParallel = Recording
     schedules = {protocol: {"epochs": 1} for protocol in ("finetune", "linear", "semi", "scratch")}
     for index, (name, changes) in enumerate(ABLATIONS.items()):
         # Batches of 4 from 16 samples per rank: DDP reports unused parameters from the second step on.

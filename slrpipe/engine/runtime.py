@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from slrpipe.errors import SlrpipeError
 
@@ -93,3 +94,11 @@ def stop(runtime: Runtime) -> None:
         dist.destroy_process_group()
     if runtime.threads_before is not None:  # a caller in the same process (a test, a notebook) gets its threads back
         torch.set_num_threads(runtime.threads_before)
+
+
+def distribute(model: torch.nn.Module, runtime: Runtime, broadcast_buffers: bool = True) -> torch.nn.Module:
+    """The model wrapped for DistributedDataParallel under torchrun; the model itself alone."""
+    if not runtime.distributed:
+        return model
+    return DistributedDataParallel(model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None,
+                                   broadcast_buffers=broadcast_buffers)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import torch
 from torch.nn import functional as F
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from slrpipe.config import Params
@@ -18,7 +17,7 @@ from slrpipe.data.dataset import PoseDataset
 from slrpipe.data.subsets import subset_key
 from slrpipe.engine.checkpoints import Checkpointer, code_digest, fingerprint, load_checkpoint
 from slrpipe.engine.loop import fit, recalibrate_batchnorm, sgd_with_steps, to_device, train_loader
-from slrpipe.engine.runtime import Runtime, start, stop
+from slrpipe.engine.runtime import Runtime, distribute, start, stop
 from slrpipe.engine.scoring import per_instance_accuracy
 from slrpipe.errors import SlrpipeError
 from slrpipe.h5io import RaggedFile, file_digest
@@ -113,8 +112,7 @@ def _train(params: Params, dataset_path: Path, pretrained: Path, out_dir: Path, 
     checkpointer = Checkpointer(out_dir / LAST, _fingerprint(params, dataset_path, pretrained if uses_pretraining else None))
     first_epoch, extra = checkpointer.resume(model, optimizer, scheduler) if resume else (0, {})
     selected = extra.get("selected")
-    trained = DistributedDataParallel(model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None) \
-        if runtime.distributed else model
+    trained = distribute(model, runtime)
 
     def train_mode() -> None:
         model.train()

@@ -3,14 +3,12 @@ filled before the first step when asked, and a kNN monitor on the validation spl
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from slrpipe.config import Params, PretrainParams
@@ -19,7 +17,7 @@ from slrpipe.errors import SlrpipeError
 from slrpipe.h5io import file_digest
 from slrpipe.engine.checkpoints import Checkpointer, code_digest, fingerprint
 from slrpipe.engine.loop import fit, recalibrate_batchnorm, run_eval, sgd_with_steps, start_epoch, to_device, train_loader
-from slrpipe.engine.runtime import Runtime, start, stop
+from slrpipe.engine.runtime import Runtime, distribute, start, stop
 from slrpipe.engine.scoring import knn_accuracy
 from slrpipe.pretrain.model import Pretrainer
 
@@ -62,12 +60,19 @@ def knn_monitor(model: Pretrainer, params: Params, dataset_path: Path, device: t
     probe = PoseDataset(dataset_path, params.augment, "eval", split="val")
     if len(bank) == 0 or len(probe) == 0:
         return None
-    if settings.knn_recalibrate_bn:  # in a copy: training goes on with its own running averages
-        model = copy.deepcopy(model)
+    # Training goes on with its own running averages: the recalibrated ones are put back after.
+    # (The buffers, not a copy of the model: at the paper's size the encoders are 200 M parameters.)
+    saved = {name: buffer.clone() for name, buffer in model.query.named_buffers()} if settings.knn_recalibrate_bn else {}
+    if saved:
         recalibrate_batchnorm(model.query, DataLoader(bank, batch_size=settings.batch_size),
                               lambda batch: model.features(to_device(batch["view"], device)))
-    train_x, train_y = embed(model, bank, device, settings.batch_size)
-    val_x, val_y = embed(model, probe, device, settings.batch_size)
+    try:
+        train_x, train_y = embed(model, bank, device, settings.batch_size)
+        val_x, val_y = embed(model, probe, device, settings.batch_size)
+    finally:
+        buffers = dict(model.query.named_buffers())
+        for name, value in saved.items():
+            buffers[name].copy_(value)
     return knn_accuracy(train_x, train_y, val_x, val_y, settings.knn_neighbours, len(bank.glosses))
 
 
@@ -121,14 +126,10 @@ def _train(params: Params, dataset_path: Path, out_dir: Path, live_dir: Path | N
     checkpointer = Checkpointer(checkpoint_path, settings_fingerprint(params, dataset_path))
     first_epoch = checkpointer.resume(model, optimizer, scheduler)[0] if resume else 0
 
-    trained = model
     if runtime.distributed and settings.sync_batchnorm:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        trained = model
-    if runtime.distributed:
-        # Banks are per-rank buffers: never overwrite them with rank 0's (authors' per-GPU banks).
-        trained = DistributedDataParallel(model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None,
-                                          broadcast_buffers=False)
+    # Banks are per-rank buffers: never overwrite them with rank 0's (authors' per-GPU banks).
+    trained = distribute(model, runtime, broadcast_buffers=False)
     if first_epoch == 0 and settings.bank_init == "keys":
         fill_banks(model, loader, runtime, settings)
 
