@@ -93,6 +93,7 @@ def start(device_setting: str, threads: int | str | None = None, num_workers: in
         if not dist.is_initialized():
             dist.init_process_group(backend_for(device))
         rank, world_size = dist.get_rank(), dist.get_world_size()
+        log.info("process group: rank %d of %d on %s, backend %s", rank, world_size, device, dist.get_backend())
     threads_before = None
     if threads is not None:
         threads_before = torch.get_num_threads()
