@@ -84,6 +84,7 @@ def test_a_cuda_process_under_torchrun_joins_with_nccl(monkeypatch):
     monkeypatch.setattr(runtime.dist, "init_process_group", backends.append)
     monkeypatch.setattr(runtime.dist, "get_rank", lambda: 0)
     monkeypatch.setattr(runtime.dist, "get_world_size", lambda: 1)
+    monkeypatch.setattr(runtime.dist, "get_backend", lambda: backends[-1])
     started = runtime.start("auto")
     assert backends == ["nccl"]
     assert started.device == torch.device("cuda", 0) and started.distributed
