@@ -1,5 +1,6 @@
 """No host-device synchronisation in a training step: nothing reads a tensor's value back to
-Python (.item(), int(), float(), bool(), .tolist()) per step. On a GPU each such read makes the CPU
+Python (.item(), int(), float(), bool(), .tolist()) per step, and no selection has a size that
+depends on the data (a boolean mask, nonzero). On a GPU each such read makes the CPU
 wait for every queued kernel; the loop reads its metric sums once an epoch instead."""
 
 import contextlib
@@ -33,6 +34,20 @@ def counting_reads(monkeypatch, forbid: bool = False):
             return _original(self, *args, **kwargs)
 
         monkeypatch.setattr(torch.Tensor, name, read)
+    if forbid:
+        # Data-dependent shapes wait for the GPU as well: a boolean-mask selection must count its hits.
+        getitem = torch.Tensor.__getitem__
+
+        def select(self, index):
+            parts = index if isinstance(index, tuple) else (index,)
+            if any(isinstance(part, torch.Tensor) and part.dtype == torch.bool for part in parts):
+                raise AssertionError("a boolean mask selected elements during a training step (its size needs a sync)")
+            return getitem(self, index)
+
+        monkeypatch.setattr(torch.Tensor, "__getitem__", select)
+        for name in ("nonzero", "masked_select"):
+            monkeypatch.setattr(torch, name, lambda *args, _name=name, **kwargs: (_ for _ in ()).throw(
+                AssertionError(f"torch.{_name} during a training step (its size needs a sync)")))
     try:
         yield reads
     finally:
