@@ -68,7 +68,7 @@ step() {
     fi
     echo "== $name (at most ${limit} s): $command"
     local log=$WORK/$name.log began=$SECONDS status
-    timeout --kill-after=10 "$limit" bash -c "$command" >"$log" 2>&1
+    timeout --kill-after=10 "$limit" bash -o pipefail -c "$command" >"$log" 2>&1
     status=$?
     local took=$((SECONDS - began))
     local verdict="exit status $status"
@@ -147,10 +147,11 @@ fi
 export PATH="$WORK/bin:$(dirname "$PY"):$PATH" PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 step torch 30 "$PY -c 'import torch; print(torch.__version__, torch.version.cuda, torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else None); import torch.distributed as d; print(\"nccl\", d.is_nccl_available())'"
 
-step cuda_tests 160 "$PY -m pytest -m cuda -q -rs -p no:cacheprovider"
+# A test module that cannot be imported here (a missing extra) is reported; the CUDA tests still run.
+step cuda_tests 160 "$PY -m pytest -m cuda -q -rs -p no:cacheprovider --continue-on-collection-errors"
 
 # One paper-size step: the GPU's rate, with and without torch.compile (the faster is the rate the loader must meet).
-step step_bf16 60 "$PY bench/pretrain_step.py --size paper --batch 64 --steps 10 --bf16 --device $DEVICE --json $WORK/step.json"
+step step_bf16 90 "$PY bench/pretrain_step.py --size paper --batch 64 --steps 10 --bf16 --device $DEVICE --json $WORK/step.json"
 
 # The demo's data in a temporary copy of the repository (no .git: DVC runs without SCM there).
 step demo_data 90 "set -e
