@@ -2,16 +2,22 @@
 the step spent outside the encoders (losses, banks, momentum update).
 
 Run by hand:  python bench/pretrain_step.py [--size small] [--batch 64] [--steps 5] [--device cpu]
+                  [--bf16] [--compile] [--json out.json]
 
 A step = both branches, all losses (contrast, consistency, knowledge transfer both ways),
 banks of 16384 keys and K = 8192, SGD update. The "encoders only" figure runs the same four
 encoder passes (query forward + backward, key forward, per modality) with a plain loss, so
-the difference is what the method adds on top of the encoders. Results go in bench/RESULTS.md.
+the difference is what the method adds on top of the encoders. `--compile` compiles the query
+and key branches in place as `model.compile: true` does (the first step, which compiles, is timed
+on its own; the encoders-only figure is then left out, as it would run them uncompiled).
+`--json` writes the numbers for bench/loader.py (--step-json) to compare the loader against.
+Results go in bench/RESULTS.md (CPU) and bench/RESULTS-gpu.md (bench/gpu_check.sh).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import time
 from pathlib import Path
@@ -19,6 +25,7 @@ from pathlib import Path
 import torch
 
 from slrpipe.config import PretrainParams, load_params
+from slrpipe.engine.compiling import compile_in_place
 from slrpipe.pretrain.model import Pretrainer
 
 FRAMES = 64
@@ -51,6 +58,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (GPU)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the branches (model.compile: true)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -59,6 +68,7 @@ def main() -> None:
     settings = PretrainParams(bank_size=16384, transfer_top_k=8192)  # the paper's banks and K, every term on
     torch.manual_seed(0)
     model = Pretrainer(size, settings).to(device)
+    compile_in_place([branches[m] for branches in (model.query, model.key) for m in model.modalities], args.compile)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
     generator = torch.Generator().manual_seed(0)
     view_q, view_k = random_view(args.batch, device, generator), random_view(args.batch, device, generator)
@@ -82,17 +92,37 @@ def main() -> None:
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    full_step()  # the first step: compilation with --compile, kernel selection and allocation on a GPU
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    first = time.perf_counter() - started
     full = timed(full_step, args.steps, device)
-    encoders = timed(encoders_only, args.steps, device)
+    encoders = None if args.compile else timed(encoders_only, args.steps, device)
     parameters = sum(p.numel() for p in model.query["joint"].parameters())
     print(f"size {args.size}: {parameters / 1e6:.2f} M parameters per encoder with heads; batch {args.batch}, T' {FRAMES}, "
-          f"{device}{' bf16' if args.bf16 else ''}, torch threads {torch.get_num_threads()}")
+          f"{device}{' bf16' if args.bf16 else ''}{' compiled' if args.compile else ''}, torch threads {torch.get_num_threads()}")
+    print(f"first step     {first:8.3f} s")
     print(f"full step      {full:8.3f} s  {args.batch / full:8.1f} samples/s")
-    print(f"encoders only  {encoders:8.3f} s  {args.batch / encoders:8.1f} samples/s")
-    print(f"losses + banks + momentum update: {100 * (full - encoders) / full:.1f} % of the step")
-    if device.type == "cuda":
-        print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+    if encoders is not None:
+        print(f"encoders only  {encoders:8.3f} s  {args.batch / encoders:8.1f} samples/s")
+        print(f"losses + banks + momentum update: {100 * (full - encoders) / full:.1f} % of the step")
+    graphs = None
+    if args.compile:
+        from torch._dynamo.utils import counters
+
+        graphs = counters["stats"]["unique_graphs"]
+        print(f"compiled graphs: {graphs} (query with gradients, key without; more would mean recompilation)")
+    peak_gpu = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+    if peak_gpu is not None:
+        print(f"peak GPU memory {peak_gpu:.2f} GiB")
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "size": args.size, "batch": args.batch, "device": str(device), "bf16": args.bf16, "compile": args.compile,
+            "first_step_s": first, "step_s": full, "samples_per_second": args.batch / full,
+            "encoders_only_samples_per_second": None if encoders is None else args.batch / encoders,
+            "compiled_graphs": graphs, "peak_gpu_gib": peak_gpu}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

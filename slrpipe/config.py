@@ -177,6 +177,8 @@ class ModelSize(Section):
 class ModelParams(Section):
     size: str = "small"
     sizes: dict[str, ModelSize] = {"paper": ModelSize()}
+    # torch.compile the encoders in pretraining and fine-tuning (slrpipe/engine/compiling.py).
+    compile: bool = False
 
     @field_validator("sizes")
     @classmethod

@@ -65,3 +65,49 @@ def test_training_runs_with_the_chosen_threads(stage, tmp_path, monkeypatch):
     before = torch.get_num_threads()
     run(params)
     assert seen == [2] and torch.get_num_threads() == before
+
+
+def test_nccl_between_gpus_gloo_on_cpus():
+    assert runtime.backend_for(torch.device("cuda", 0)) == "nccl"
+    assert runtime.backend_for(torch.device("cpu")) == "gloo"
+
+
+def test_a_cuda_process_under_torchrun_joins_with_nccl(monkeypatch):
+    """What start does on a GPU under torchrun, with the GPU and the process group stood in for."""
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
+    monkeypatch.setattr(runtime, "resolve_device", lambda setting, local_rank=0: torch.device("cuda", local_rank))
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    backends = []
+    monkeypatch.setattr(runtime.dist, "is_initialized", lambda: bool(backends))
+    monkeypatch.setattr(runtime.dist, "init_process_group", backends.append)
+    monkeypatch.setattr(runtime.dist, "get_rank", lambda: 0)
+    monkeypatch.setattr(runtime.dist, "get_world_size", lambda: 1)
+    monkeypatch.setattr(runtime.dist, "get_backend", lambda: backends[-1])
+    started = runtime.start("auto")
+    assert backends == ["nccl"]
+    assert started.device == torch.device("cuda", 0) and started.distributed
+
+
+def test_one_process_under_torchrun_is_a_process_group_of_one(monkeypatch):
+    """`torchrun --nproc-per-node=1` runs the distributed path (DDP, collectives), on a CPU with gloo."""
+    from tests.test_distributed import _free_port
+
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
+    started = runtime.start("cpu")
+    try:
+        assert runtime.dist.is_initialized() and runtime.dist.get_backend() == "gloo"
+        assert started.distributed and started.world_size == 1
+        wrapped = runtime.distribute(torch.nn.Linear(2, 2), started)
+        assert isinstance(wrapped, torch.nn.parallel.DistributedDataParallel)
+    finally:
+        runtime.stop(started)
+    assert not runtime.dist.is_initialized()
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID")
+    assert not runtime.start("cpu").distributed  # a plain run stays alone

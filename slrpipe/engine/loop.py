@@ -170,7 +170,11 @@ def fit(model: nn.Module, step: Step, loader: DataLoader, optimizer: torch.optim
             break
         start_epoch(loader, epoch)
         train_mode() if train_mode is not None else model.train()
-        sums: dict[str, torch.Tensor] = {}
+        # Per-sample sums of every logged value, one vector on the device (names: their order):
+        # reading a value back (.item()) would make the CPU wait for the GPU, so that happens once
+        # an epoch, and stacking makes the step's bookkeeping two kernels, not two per value.
+        names: list[str] = []
+        sums: torch.Tensor | None = None
         seen, started = 0, time.perf_counter()
         for batch in tqdm(loader, desc=f"{desc} {epoch + 1}/{epochs}", unit="batch", disable=not runtime.is_main,
                           dynamic_ncols=True, leave=False):
@@ -181,10 +185,14 @@ def fit(model: nn.Module, step: Step, loader: DataLoader, optimizer: torch.optim
             optimizer.step()
             size = len(batch["label"])
             seen += size
-            for name, value in values.items():
-                sums[name] = sums.get(name, 0.0) + value.detach().float() * size
+            stacked = torch.stack([value.detach().float() for value in values.values()]) * size
+            if sums is None:
+                names, sums = list(values), stacked
+            else:
+                sums += stacked
         scheduler.step()
-        metrics = {name: (total / max(seen, 1)).item() for name, total in sums.items()}
+        means = [] if sums is None else (sums / max(seen, 1)).tolist()
+        metrics = dict(zip(names, means))
         metrics["lr"] = optimizer.param_groups[0]["lr"]
         metrics["samples_per_second"] = seen * runtime.world_size / (time.perf_counter() - started)
         done = epoch + 1

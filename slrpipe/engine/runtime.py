@@ -22,6 +22,7 @@ class Runtime:
     rank: int = 0
     world_size: int = 1
     threads_before: int | None = None  # torch's intra-op threads before `start` set them; `stop` restores them
+    joined: bool = False  # in a torch.distributed process group (torchrun), even one of a single process
 
     @property
     def is_main(self) -> bool:
@@ -29,7 +30,7 @@ class Runtime:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.joined
 
 
 def resolve_device(setting: str, local_rank: int = 0) -> torch.device:
@@ -67,26 +68,39 @@ def choose_threads(setting: int | str, num_workers: int, cores: int | None = Non
     return max(1, cores // processes - num_workers)
 
 
+def launched_by_torchrun(environ: Mapping[str, str] = os.environ) -> bool:
+    """torchrun (torch.distributed.elastic) sets TORCHELASTIC_RUN_ID in every process it starts."""
+    return int(environ.get("WORLD_SIZE", "1")) > 1 or "TORCHELASTIC_RUN_ID" in environ
+
+
+def backend_for(device: torch.device) -> str:
+    """NCCL between GPUs (gloo would copy every all-reduce and gather through the host), gloo on CPUs."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
 def start(device_setting: str, threads: int | str | None = None, num_workers: int = 0) -> Runtime:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1), else run alone; then
-    set torch's threads from `threads` (None: leave them)."""
+    """Join the process group when launched by torchrun, else run alone; then set torch's threads
+    from `threads` (None: leave them). A torchrun launch of one process also joins (a group of
+    one, DDP-wrapped), so `torchrun --nproc-per-node=1` tests the multi-GPU path on one GPU."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
+    joined = launched_by_torchrun()
+    if not joined:
         device, rank = resolve_device(device_setting), 0
     else:
         device = resolve_device(device_setting, int(os.environ.get("LOCAL_RANK", "0")))
         if device.type == "cuda":
             torch.cuda.set_device(device)
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            dist.init_process_group(backend_for(device))
         rank, world_size = dist.get_rank(), dist.get_world_size()
+        log.info("process group: rank %d of %d on %s, backend %s", rank, world_size, device, dist.get_backend())
     threads_before = None
     if threads is not None:
         threads_before = torch.get_num_threads()
         torch.set_num_threads(choose_threads(threads, num_workers))
         log.info("torch threads: %d (threads: %s, %d cores, %d loader workers)",
                  torch.get_num_threads(), threads, available_cores(), num_workers)
-    return Runtime(device, rank, world_size, threads_before)
+    return Runtime(device, rank, world_size, threads_before, joined)
 
 
 def stop(runtime: Runtime) -> None:

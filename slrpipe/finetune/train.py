@@ -16,6 +16,7 @@ from slrpipe.config import Params
 from slrpipe.data.dataset import PoseDataset
 from slrpipe.data.subsets import subset_key
 from slrpipe.engine.checkpoints import Checkpointer, code_digest, fingerprint, load_checkpoint
+from slrpipe.engine.compiling import compile_in_place
 from slrpipe.engine.loop import fit, recalibrate_batchnorm, sgd_with_steps, to_device, train_loader
 from slrpipe.engine.runtime import Runtime, distribute, start, stop
 from slrpipe.engine.scoring import per_instance_accuracy
@@ -112,6 +113,7 @@ def _train(params: Params, dataset_path: Path, pretrained: Path, out_dir: Path, 
     checkpointer = Checkpointer(out_dir / LAST, _fingerprint(params, dataset_path, pretrained if uses_pretraining else None))
     first_epoch, extra = checkpointer.resume(model, optimizer, scheduler) if resume else (0, {})
     selected = extra.get("selected")
+    compile_in_place(model.encoders.values(), params.model.compile)
     trained = distribute(model, runtime)
 
     def train_mode() -> None:

@@ -178,9 +178,12 @@ def embedding_stats(query: Tensor, key: Tensor, bank: Tensor) -> dict[str, Tenso
     query, key, bank = query.float(), key.float(), bank.float()
     count = query.shape[0]
     distances = torch.cdist(query, query).pow(2)
-    off_diagonal = ~torch.eye(count, dtype=torch.bool, device=query.device)
+    # The mean over the off-diagonal pairs as a masked sum: selecting them (distances[mask])
+    # would make the CPU wait for the GPU to learn how many there are, every step.
+    diagonal = torch.eye(count, dtype=torch.bool, device=query.device)
     uniformity = (
-        distances[off_diagonal].mul(-2).exp().mean().log() if count > 1 else torch.zeros((), device=query.device)
+        distances.mul(-2).exp().masked_fill(diagonal, 0).sum().div(count * (count - 1)).log()
+        if count > 1 else torch.zeros((), device=query.device)
     )
     return {
         "positive": (query * key).sum(1).mean(),

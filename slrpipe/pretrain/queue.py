@@ -30,7 +30,8 @@ class KeyQueue(nn.Module):
         count = keys.shape[0]
         if count > self.size:  # only the newest `size` keys can be kept
             keys, count = keys[-self.size :], self.size
-        start = int(self.pointer)
-        positions = (torch.arange(count, device=keys.device) + start) % self.size
-        self.keys[positions] = F.normalize(keys.to(self.keys.dtype), dim=1)
-        self.pointer.fill_((start + count) % self.size)
+        # The write position stays on the device: reading it (int(self.pointer)) would make the
+        # CPU wait for the GPU once per bank per step.
+        positions = (torch.arange(count, device=self.keys.device) + self.pointer) % self.size
+        self.keys.index_copy_(0, positions, F.normalize(keys.to(self.keys.dtype), dim=1))
+        self.pointer.copy_((self.pointer + count) % self.size)

@@ -16,6 +16,7 @@ from slrpipe.data.dataset import PoseDataset
 from slrpipe.errors import SlrpipeError
 from slrpipe.h5io import file_digest
 from slrpipe.engine.checkpoints import Checkpointer, code_digest, fingerprint
+from slrpipe.engine.compiling import compile_in_place
 from slrpipe.engine.loop import fit, recalibrate_batchnorm, run_eval, sgd_with_steps, start_epoch, to_device, train_loader
 from slrpipe.engine.runtime import Runtime, distribute, start, stop
 from slrpipe.engine.scoring import knn_accuracy
@@ -128,6 +129,9 @@ def _train(params: Params, dataset_path: Path, out_dir: Path, live_dir: Path | N
 
     if runtime.distributed and settings.sync_batchnorm:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    # The query and key branches (encoder and heads), not the Pretrainer: the banks and the
+    # losses around them stay eager (slrpipe/engine/compiling.py).
+    compile_in_place([branches[m] for branches in (model.query, model.key) for m in model.modalities], params.model.compile)
     # Banks are per-rank buffers: never overwrite them with rank 0's (authors' per-GPU banks).
     trained = distribute(model, runtime, broadcast_buffers=False)
     if first_epoch == 0 and settings.bank_init == "keys":
