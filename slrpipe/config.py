@@ -212,7 +212,7 @@ class ModelParams(Section):
         for name, size in sizes.items():
             if (2 * size.width) % size.hand_heads or size.width % size.trunk_heads:
                 raise ValueError(f"{name}: the feature width must be divisible by the number of heads")
-            if "form" in size.model_fields_set:
+            if size.form != EncoderForm():  # (a default one is what a dump of ModelParams holds)
                 raise ValueError(f"{name}: set the encoder form under model: ({', '.join(ENCODER_FORM_KEYS)}), not per size")
         return sizes
 
