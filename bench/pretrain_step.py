@@ -2,12 +2,15 @@
 the step spent outside the encoders (losses, banks, momentum update).
 
 Run by hand:  python bench/pretrain_step.py [--size small] [--batch 64] [--steps 5] [--device cpu]
-                  [--bf16] [--compile] [--json out.json]
+              [--bf16] [--compile] [--json out.json] [--threads N] [--finetune]
 
 A step = both branches, all losses (contrast, consistency, knowledge transfer both ways),
 banks of 16384 keys and K = 8192, SGD update. The "encoders only" figure runs the same four
 encoder passes (query forward + backward, key forward, per modality) with a plain loss, so
-the difference is what the method adds on top of the encoders. `--compile` compiles the query
+the difference is what the method adds on top of the encoders. `--finetune` also times one
+fine-tuning step (classifier on both branches, cross-entropy, SGD). Besides wall time, each
+figure gives the process's CPU seconds per step, which a machine shared with other jobs
+disturbs far less (with --threads 1 it is the step's work). `--compile` compiles the query
 and key branches in place as `model.compile: true` does (the first step, which compiles, is timed
 on its own; the encoders-only figure is then left out, as it would run them uncompiled).
 `--json` writes the numbers for bench/loader.py (--step-json) to compare the loader against.
@@ -24,8 +27,9 @@ from pathlib import Path
 
 import torch
 
-from slrpipe.config import PretrainParams, load_params
+from slrpipe.config import FinetuneParams, PretrainParams, load_params
 from slrpipe.engine.compiling import compile_in_place
+from slrpipe.model.classifier import build_classifier
 from slrpipe.pretrain.model import Pretrainer
 
 FRAMES = 64
@@ -39,16 +43,17 @@ def random_view(batch: int, device: torch.device, generator: torch.Generator) ->
     return view
 
 
-def timed(step, steps: int, device: torch.device) -> float:
+def timed(step, steps: int, device: torch.device) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) per step."""
     step()  # warm-up
     if device.type == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
         step()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - start) / steps, (time.process_time() - cpu) / steps
 
 
 def main() -> None:
@@ -61,10 +66,14 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the branches (model.compile: true)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--finetune", action="store_true", help="also time a fine-tuning step")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     params = load_params(args.params)
-    size = params.model.sizes[args.size]
+    size = params.model.model_copy(update={"size": args.size}).chosen  # with the model: forms
     settings = PretrainParams(bank_size=16384, transfer_top_k=8192)  # the paper's banks and K, every term on
     torch.manual_seed(0)
     model = Pretrainer(size, settings).to(device)
@@ -97,15 +106,15 @@ def main() -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
     first = time.perf_counter() - started
-    full = timed(full_step, args.steps, device)
-    encoders = None if args.compile else timed(encoders_only, args.steps, device)
+    full, full_cpu = timed(full_step, args.steps, device)
+    encoders, encoders_cpu = (None, None) if args.compile else timed(encoders_only, args.steps, device)
     parameters = sum(p.numel() for p in model.query["joint"].parameters())
     print(f"size {args.size}: {parameters / 1e6:.2f} M parameters per encoder with heads; batch {args.batch}, T' {FRAMES}, "
           f"{device}{' bf16' if args.bf16 else ''}{' compiled' if args.compile else ''}, torch threads {torch.get_num_threads()}")
     print(f"first step     {first:8.3f} s")
-    print(f"full step      {full:8.3f} s  {args.batch / full:8.1f} samples/s")
+    print(f"full step      {full:8.3f} s  {args.batch / full:8.1f} samples/s  CPU {full_cpu:8.3f} s")
     if encoders is not None:
-        print(f"encoders only  {encoders:8.3f} s  {args.batch / encoders:8.1f} samples/s")
+        print(f"encoders only  {encoders:8.3f} s  {args.batch / encoders:8.1f} samples/s  CPU {encoders_cpu:8.3f} s")
         print(f"losses + banks + momentum update: {100 * (full - encoders) / full:.1f} % of the step")
     graphs = None
     if args.compile:
@@ -113,6 +122,21 @@ def main() -> None:
 
         graphs = counters["stats"]["unique_graphs"]
         print(f"compiled graphs: {graphs} (query with gradients, key without; more would mean recompilation)")
+    if args.finetune:
+        del model, optimizer
+        classifier = build_classifier(size, 100, FinetuneParams()).to(device).train()
+        tune = torch.optim.SGD(classifier.parameters(), lr=0.01, momentum=0.9)
+        labels = torch.randint(0, 100, (args.batch,), generator=generator).to(device)
+
+        def finetune_step() -> None:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+                loss = torch.nn.functional.cross_entropy(classifier(view_q), labels)
+            tune.zero_grad(set_to_none=True)
+            loss.backward()
+            tune.step()
+
+        tuned, tuned_cpu = timed(finetune_step, args.steps, device)
+        print(f"finetune step  {tuned:8.3f} s  {args.batch / tuned:8.1f} samples/s  CPU {tuned_cpu:8.3f} s")
     peak_gpu = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
     if peak_gpu is not None:
         print(f"peak GPU memory {peak_gpu:.2f} GiB")

@@ -152,8 +152,29 @@ class AugmentParams(Section):
     flip_views: Literal["shared", "independent"] = "shared"
 
 
+GcnBlock = Literal["plain", "stgcn"]
+TemporalBlock = Literal["residual", "multiscale"]
+TransformerForm = Literal["pre_norm", "post_norm"]
+InitForm = Literal["torch", "xavier"]
+HandParts = Literal["four_joint_fingers", "three_joint_fingers"]
+ENCODER_FORM_KEYS = ("gcn_block", "temporal_block", "transformer", "init", "hand_parts")
+
+
+class EncoderForm(Section):
+    """How the encoder's blocks are built (params.yaml `model:`, METHOD.md section 9); the
+    defaults are the paper's form, or ours where the paper gives only widths."""
+
+    gcn_block: GcnBlock = "plain"
+    temporal_block: TemporalBlock = "residual"
+    transformer: TransformerForm = "pre_norm"
+    init: InitForm = "torch"
+    hand_parts: HandParts = "four_joint_fingers"
+
+
 class ModelSize(Section):
-    """Widths and depths of one encoder (METHOD.md section 5)."""
+    """Widths and depths of one encoder (METHOD.md section 5), and (`form`, filled in from
+    `model:` by ModelParams.chosen) how its blocks are built, so that everything that builds,
+    fingerprints or saves a model from a size gets both."""
 
     joint_channels: tuple[int, ...] = Field(default=(128, 128, 256), strict=False)  # per-joint GCN layers
     part_channels: tuple[int, ...] = Field(default=(512, 512), strict=False)  # part-graph GCN layers; the last is the feature width
@@ -168,6 +189,7 @@ class ModelSize(Section):
     dropout: float = Field(default=0.1, ge=0, lt=1)
     head_hidden: int = Field(default=512, ge=1)  # pretraining MLP head: width -> hidden -> ReLU -> head_dim
     head_dim: int = Field(default=128, ge=1)
+    form: EncoderForm = EncoderForm()
 
     @property
     def width(self) -> int:
@@ -179,6 +201,12 @@ class ModelParams(Section):
     sizes: dict[str, ModelSize] = {"paper": ModelSize()}
     # torch.compile the encoders in pretraining and fine-tuning (slrpipe/engine/compiling.py).
     compile: bool = False
+    # The encoder's block forms (EncoderForm); params.yaml's comments say what the authors' code does.
+    gcn_block: GcnBlock = "plain"
+    temporal_block: TemporalBlock = "residual"
+    transformer: TransformerForm = "pre_norm"
+    init: InitForm = "torch"
+    hand_parts: HandParts = "four_joint_fingers"
 
     @field_validator("sizes")
     @classmethod
@@ -186,11 +214,17 @@ class ModelParams(Section):
         for name, size in sizes.items():
             if (2 * size.width) % size.hand_heads or size.width % size.trunk_heads:
                 raise ValueError(f"{name}: the feature width must be divisible by the number of heads")
+            if size.form != EncoderForm():  # (a default one is what a dump of ModelParams holds)
+                raise ValueError(f"{name}: set the encoder form under model: ({', '.join(ENCODER_FORM_KEYS)}), not per size")
         return sizes
 
     @property
+    def form(self) -> EncoderForm:
+        return EncoderForm(**{key: getattr(self, key) for key in ENCODER_FORM_KEYS})
+
+    @property
     def chosen(self) -> ModelSize:
-        return self.sizes[self.size]
+        return self.sizes[self.size].model_copy(update={"form": self.form})
 
 
 class PretrainParams(Section):

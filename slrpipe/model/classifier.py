@@ -16,7 +16,7 @@ from slrpipe.config import FinetuneParams, ModelSize, Params
 from slrpipe.engine.checkpoints import load_checkpoint, save_checkpoint
 from slrpipe.engine.loop import run_eval, to_device
 from slrpipe.errors import SlrpipeError
-from slrpipe.model.encoder import SignEncoder, branches_of, part_of, parts_of
+from slrpipe.model.encoder import SignEncoder, branches_of, initialise, part_of, parts_of
 
 MODEL_FORMAT = "slrpipe.classifier/1"
 
@@ -29,6 +29,7 @@ class SignClassifier(nn.Module):
         self.branches, self.parts, self.combine = branches, parts, combine
         self.encoders = nn.ModuleDict({m: SignEncoder(size, parts) for m in branches})
         self.classifiers = nn.ModuleDict({m: nn.Linear(size.width, classes) for m in branches})
+        initialise(self.classifiers, size.form.init)
 
     def features(self, view: dict) -> dict[str, torch.Tensor]:
         return {m: sum(self.encoders[m](view[m], view["mask"]).values()) for m in self.branches}

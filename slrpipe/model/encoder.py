@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from slrpipe.pose import joints
-from slrpipe.config import ModelSize
-from slrpipe.model.gcn import PartGCN
+from slrpipe.config import EncoderForm, ModelSize
+from slrpipe.model.gcn import Graph, PartGCN
 
 MAX_FRAMES = 512  # learned positional embeddings cover sequences up to this length
 
@@ -30,19 +30,66 @@ class TemporalBlock(nn.Module):
         return x + torch.relu(self.norm(self.conv(x.transpose(1, 2)).transpose(1, 2)))
 
 
-class TimeTransformer(nn.Module):
-    """Temporal convolutions, learned positions and a Transformer over frame tokens."""
+class MultiScaleBlock(nn.Module):
+    """The authors' temporal block on (B, T, C): [conv k5 || conv k3 -> conv k3] -> 1x1 -> BN ->
+    ReLU, not residual (METHOD.md section 9)."""
 
-    def __init__(self, width: int, layers: int, heads: int, ff: int, dropout: float, blocks: int, kernel: int) -> None:
+    def __init__(self, channels: int) -> None:
         super().__init__()
-        self.temporal = nn.Sequential(*(TemporalBlock(width, kernel) for _ in range(blocks)))
-        self.position = nn.Parameter(torch.zeros(1, MAX_FRAMES, width))
-        nn.init.trunc_normal_(self.position, std=0.02)
-        layer = nn.TransformerEncoderLayer(width, heads, ff, dropout, batch_first=True, norm_first=True)
+        self.wide = nn.Conv1d(channels, channels, 5, padding=2)
+        self.narrow = nn.Sequential(nn.Conv1d(channels, channels, 3, padding=1), nn.Conv1d(channels, channels, 3, padding=1))
+        self.merge = nn.Conv1d(2 * channels, channels, 1)
+        self.norm = nn.BatchNorm1d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.transpose(1, 2)
+        return torch.relu(self.norm(self.merge(torch.cat([self.wide(y), self.narrow(y)], dim=1)))).transpose(1, 2)
+
+
+class StreamShared(nn.Module):
+    """Runs blocks on each of `streams` equal channel groups of (B, T, streams * C) tokens with
+    the same weights: the authors' temporal blocks see one hand at a time, shared by the hands."""
+
+    def __init__(self, blocks: nn.Module, streams: int) -> None:
+        super().__init__()
+        self.blocks, self.streams = blocks, streams
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, frames, channels = x.shape
+        per_stream = x.view(batch, frames, self.streams, -1).transpose(1, 2).reshape(batch * self.streams, frames, -1)
+        out = self.blocks(per_stream)
+        return out.view(batch, self.streams, frames, -1).transpose(1, 2).reshape(batch, frames, channels)
+
+
+class TimeTransformer(nn.Module):
+    """Temporal convolutions and a Transformer over frame tokens of `streams` concatenated
+    streams (the two hands, or the trunk alone).
+
+    Paper form (ours where the paper gives only widths): residual temporal blocks over all
+    channels, learned positions, pre-norm ReLU Transformer blocks. The authors' forms:
+    temporal_block multiscale (MultiScaleBlock per stream, shared), transformer post_norm
+    (an input LayerNorm, post-norm GELU blocks, no positional encoding)."""
+
+    def __init__(self, width: int, layers: int, heads: int, ff: int, dropout: float, blocks: int, kernel: int,
+                 form: EncoderForm = EncoderForm(), streams: int = 1) -> None:
+        super().__init__()
+        if form.temporal_block == "residual":
+            self.temporal = nn.Sequential(*(TemporalBlock(width, kernel) for _ in range(blocks)))
+        else:
+            self.temporal = StreamShared(nn.Sequential(*(MultiScaleBlock(width // streams) for _ in range(blocks))), streams)
+        self.position = self.input_norm = None
+        if form.transformer == "pre_norm":
+            self.position = nn.Parameter(torch.zeros(1, MAX_FRAMES, width))
+            nn.init.trunc_normal_(self.position, std=0.02)
+            layer = nn.TransformerEncoderLayer(width, heads, ff, dropout, batch_first=True, norm_first=True)
+        else:
+            self.input_norm = nn.LayerNorm(width)
+            layer = nn.TransformerEncoderLayer(width, heads, ff, dropout, activation="gelu", batch_first=True, norm_first=False)
         self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
     def forward(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        x = self.temporal(tokens) + self.position[:, : tokens.shape[1]]
+        x = self.temporal(tokens)
+        x = x + self.position[:, : tokens.shape[1]] if self.position is not None else self.input_norm(x)
         return self.transformer(x, src_key_padding_mask=~valid)
 
 
@@ -57,6 +104,15 @@ class AttentionPool(nn.Module):
         scores = self.score(tokens).squeeze(-1).masked_fill(~valid, float("-inf"))
         weights = torch.softmax(scores, dim=1)
         return torch.einsum("bn,bnc->bc", weights, tokens)
+
+
+def initialise(module: nn.Module, init: str) -> None:
+    """`xavier` (the authors' code): xavier_uniform_ on every parameter of two or more
+    dimensions; `torch` keeps PyTorch's default initialisation."""
+    if init == "xavier":
+        for parameter in module.parameters():
+            if parameter.dim() >= 2:
+                nn.init.xavier_uniform_(parameter)
 
 
 def _usable(valid: torch.Tensor) -> torch.Tensor:
@@ -98,25 +154,32 @@ class SignEncoder(nn.Module):
         self.parts = tuple(part for part in PARTS if part in parts)
         width = size.width
         self.width = width
+        form = size.form
         hand, trunk = "hand" in self.parts, "trunk" in self.parts
+        hand_parts = joints.HAND_PART_LAYOUTS[form.hand_parts]
         # Created in this order (GCNs, Transformers, pools) so that a seed still gives the two-part
         # encoder the initial weights, and so the results, it had before parts could be left out.
         if hand:
-            self.hand_gcn = PartGCN(joints.NUM_HAND, joints.HAND_EDGES, joints.HAND_PARTS, joints.HAND_PART_EDGES,
-                                    size.joint_channels, size.part_channels)
+            self.hand_gcn = PartGCN(Graph(joints.NUM_HAND, joints.HAND_EDGES, joints.HAND_SYMMETRIC_EDGES, joints.HAND_CENTRE),
+                                    Graph(len(hand_parts), joints.HAND_PART_EDGES, joints.HAND_PART_SYMMETRIC_EDGES,
+                                          joints.HAND_PART_CENTRE),
+                                    hand_parts, size.joint_channels, size.part_channels, form.gcn_block, size.dropout)
         if trunk:
-            self.trunk_gcn = PartGCN(joints.NUM_TRUNK, joints.TRUNK_EDGES, joints.TRUNK_PARTS, joints.TRUNK_PART_EDGES,
-                                     size.joint_channels, size.part_channels)
+            self.trunk_gcn = PartGCN(Graph(joints.NUM_TRUNK, joints.TRUNK_EDGES, joints.TRUNK_SYMMETRIC_EDGES, joints.TRUNK_CENTRE),
+                                     Graph(len(joints.TRUNK_PARTS), joints.TRUNK_PART_EDGES, joints.TRUNK_PART_SYMMETRIC_EDGES,
+                                           joints.TRUNK_PART_CENTRE),
+                                     joints.TRUNK_PARTS, size.joint_channels, size.part_channels, form.gcn_block, size.dropout)
         if hand:
             self.hand_time = TimeTransformer(2 * width, size.hand_layers, size.hand_heads, size.hand_ff, size.dropout,
-                                             size.temporal_blocks, size.temporal_kernel)
+                                             size.temporal_blocks, size.temporal_kernel, form, streams=2)
         if trunk:
             self.trunk_time = TimeTransformer(width, size.trunk_layers, size.trunk_heads, size.trunk_ff, size.dropout,
-                                              size.temporal_blocks, size.temporal_kernel)
+                                              size.temporal_blocks, size.temporal_kernel, form)
         if hand:
             self.hand_pool = AttentionPool(width)
         if trunk:
             self.trunk_pool = AttentionPool(width)
+        initialise(self, form.init)
 
     def forward(self, coords: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         features = {}

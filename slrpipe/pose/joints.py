@@ -67,9 +67,27 @@ HAND_EDGES = tuple(
 # Parts pooled by the hand GCN: the five fingers and the palm (wrist plus finger bases).
 HAND_PARTS = HAND_FINGERS + ((0,) + tuple(finger[0] for finger in HAND_FINGERS),)
 
+# The authors' code's hand parts (METHOD.md section 9): fingers of their outer three joints
+# (thumb 2, 3, 4, ...) and a palm of the wrist and the five finger bases (0, 1, 5, 9, 13, 17).
+HAND_PARTS_THREE_JOINT = tuple(finger[1:] for finger in HAND_FINGERS) + (HAND_PARTS[-1],)
+HAND_PART_LAYOUTS = {"four_joint_fingers": HAND_PARTS, "three_joint_fingers": HAND_PARTS_THREE_JOINT}
+
 TRUNK_EDGES = ((0, 1), (0, 4), (1, 2), (2, 3), (4, 5), (5, 6))
 TRUNK_PARTS = ((1, 2, 3), (4, 5, 6), (0,))  # left arm, right arm, nose
 
 # Graphs over the parts themselves (the second GCN stage pools joints into parts first).
 HAND_PART_EDGES = tuple((5, finger) for finger in range(5))  # palm to every finger
 TRUNK_PART_EDGES = ((2, 0), (2, 1))  # nose to each arm
+
+# For the ST-GCN-style blocks (model.gcn_block: stgcn): each graph's centre, from which the
+# partition into root / closer / further / symmetric kernels measures hop distances, and
+# "symmetric" edges between joints equally far from it: the knuckle line of the palm
+# (index-middle-ring-little bases, as in MediaPipe's hand graph) and the shoulders; between
+# neighbouring fingers on the part graph. The authors' graphs have such edges (METHOD.md
+# section 9) but which joints they join is not recorded; these are ours.
+HAND_CENTRE, TRUNK_CENTRE = 0, 0  # wrist, nose
+HAND_PART_CENTRE, TRUNK_PART_CENTRE = 5, 2  # palm, nose
+HAND_SYMMETRIC_EDGES = ((5, 9), (9, 13), (13, 17))
+TRUNK_SYMMETRIC_EDGES = ((1, 4),)
+HAND_PART_SYMMETRIC_EDGES = ((1, 2), (2, 3), (3, 4))
+TRUNK_PART_SYMMETRIC_EDGES = ((0, 1),)

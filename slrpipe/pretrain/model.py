@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from slrpipe.config import ModelSize, PretrainParams
-from slrpipe.model import SignEncoder, branches_of, parts_of
+from slrpipe.model import SignEncoder, branches_of, initialise, parts_of
 from slrpipe.pretrain import losses
 from slrpipe.pretrain.queue import KeyQueue
 
@@ -33,6 +33,7 @@ class Branch(nn.Module):
         self.heads = nn.ModuleDict({part: Projector(size) for part in self.encoder.parts})
         if global_head:  # authors' form: one more head on the summed feature (f_hand + f_trunk)
             self.heads["global"] = Projector(size)
+        initialise(self.heads, size.form.init)
 
     def forward(self, coords: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         features = self.encoder(coords, masks)
