@@ -41,6 +41,31 @@ def params_for(frames: int | str, pretrain_epochs: int, finetune_epochs: int, th
     return parse_params(raw, REPO / "params.yaml")
 
 
+def interleaved_step_seconds(params: Params, dataset: Path, frame_counts: list[int], rounds: int = 6) -> dict[int, float]:
+    """Median seconds of one fine-tuning step (forward + backward, a training batch of the demo) at
+    each frame count, the counts alternating round by round so a busy shared machine slows all alike."""
+    from torch.nn import functional as F
+    from torch.utils.data import DataLoader
+
+    from slrpipe.data.dataset import PoseDataset
+    from slrpipe.model.classifier import build_classifier
+
+    model = build_classifier(params.model.chosen, 13, params.finetune)
+    batches = {}
+    for frames in frame_counts:
+        settings = params.augment.model_copy(update={"frames": frames})
+        data = PoseDataset(dataset, settings, "train", split="train", seed=0)
+        batches[frames] = next(iter(DataLoader(data, batch_size=params.finetune.batch_size)))
+    times: dict[int, list[float]] = {frames: [] for frames in frame_counts}
+    for _ in range(rounds):
+        for frames in frame_counts:
+            started = time.perf_counter()
+            loss = F.cross_entropy(model(batches[frames]["view"]), batches[frames]["label"])
+            loss.backward()
+            times[frames].append(time.perf_counter() - started)
+    return {frames: round(float(np.median(values[1:])), 3) for frames, values in times.items()}
+
+
 def main(out: Path = typer.Option(..., help="Working folder."),
          dataset: Path = typer.Option(REPO / "data" / "preprocess" / "dataset.h5", help="The demo's dataset.h5."),
          pretrain_epochs: int = typer.Option(30), finetune_epochs: int = typer.Option(30),
@@ -72,6 +97,8 @@ def main(out: Path = typer.Option(..., help="Working folder."),
                      round(result.intervals["test/per_instance/top1_ci_high"], 4)],
             "pretrain_seconds": round(pretrained - started, 1), "finetune_seconds": round(finetuned - pretrained, 1)}
         print(json.dumps({str(frames): report[str(frames)]}), flush=True)
+    resolved = torch.load(out / "auto" / "finetune" / "best.pt", weights_only=True)["augment"]["frames"]
+    report["step_seconds"] = interleaved_step_seconds(params_for(64, 1, 1, threads), local, [64, resolved])
     difference, low, high = paired_difference(correct["auto"], correct["64"], labels, 2000, 0)["per_instance"]
     report["auto_minus_64"] = {"points": round(100 * difference, 1), "ci95": [round(100 * low, 1), round(100 * high, 1)]}
     print(json.dumps(report, indent=1))
