@@ -122,8 +122,10 @@ class PreprocessParams(Section):
 class AugmentParams(Section):
     """Two-view augmentation of the training loader (METHOD.md sections 3-4)."""
 
-    # T': every sample is resampled to this many frames.
-    frames: int = Field(default=64, ge=2)
+    # T': every sample is resampled to this many frames; `auto` = the median length of the
+    # training split's sequences, clamped to [FRAMES_AUTO_MIN, FRAMES_AUTO_MAX], resolved when
+    # training starts (slrpipe.data.frames) and recorded in the checkpoint as a number.
+    frames: Annotated[int, Field(ge=2)] | Literal["auto"] = 64
     # Motion = first-order difference of the augmented joints. `backward` (paper):
     # m_1 = 0, m_t = x_t - x_(t-1); `forward` (authors' code): m_t = x_(t+1) - x_t, last = 0.
     motion: Literal["backward", "forward"] = "backward"
@@ -306,7 +308,8 @@ class FinetuneParams(Section):
 
     # finetune: all weights train from the pretrained query encoders; linear: encoders frozen;
     # semi: like finetune, on a saved label subset; scratch: same model, random initialisation.
-    protocol: Literal["finetune", "linear", "semi", "scratch"] = "finetune"
+    # baseline: no encoder, a logistic regression on body-normalized joints (slrpipe.model.baseline).
+    protocol: Literal["finetune", "linear", "semi", "scratch", "baseline"] = "finetune"
     # Train on a saved label subset (0.2 = the 20 % subset). `semi` needs one; the other
     # protocols use it when set (e.g. scratch at 20 %, the baseline of the semi-supervised table).
     label_fraction: float | None = Field(default=None, gt=0, le=1)
@@ -367,6 +370,8 @@ class FinetuneParams(Section):
 
     @property
     def schedule(self) -> Schedule:
+        if self.protocol not in self.schedules:  # baseline: a closed-form fit, no epochs
+            raise ValueError(f"protocol {self.protocol} has no training schedule")
         return self.schedules[self.protocol]
 
 
@@ -387,6 +392,14 @@ class EvaluateParams(Section):
     bootstrap_seed: int = 0
 
 
+class ReportParams(Section):
+    # "Pretraining helps by X": another run's scores.csv for the same test samples (e.g. a scratch
+    # run's, from `dvc exp`); results.md states this run minus that one with paired bootstrap
+    # intervals. Relative to the params file; null = none.
+    reference_scores: Path | None = Field(default=None, strict=False)
+    reference_name: str = Field(default="reference", min_length=1)
+
+
 class Params(Section):
     dataset: DatasetParams
     extract: ExtractParams = ExtractParams()
@@ -396,6 +409,7 @@ class Params(Section):
     pretrain: PretrainParams = PretrainParams()
     finetune: FinetuneParams = FinetuneParams()
     evaluate: EvaluateParams = EvaluateParams()
+    report: ReportParams = ReportParams()
 
 
 def _format_error(error: ValidationError, source: Path) -> str:
@@ -431,6 +445,9 @@ def parse_params(data: object, source: Path = DEFAULT_PARAMS) -> Params:
     if params.evaluate.fusion_scores is not None and not params.evaluate.fusion_scores.is_absolute():
         params = params.model_copy(update={"evaluate": params.evaluate.model_copy(
             update={"fusion_scores": base / params.evaluate.fusion_scores})})
+    if params.report.reference_scores is not None and not params.report.reference_scores.is_absolute():
+        params = params.model_copy(update={"report": params.report.model_copy(
+            update={"reference_scores": base / params.report.reference_scores})})
     extract = params.extract
     updates = {
         name: base / value

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from stages import evaluate, extract, finetune, inputs, predict, preprocess, pretrain, report, show
+from stages import baseline, compare, evaluate, extract, finetune, inputs, predict, preprocess, pretrain, report, show
 from stages.common import user_errors
 
 app = typer.Typer(
@@ -22,7 +22,9 @@ app.command("preprocess")(preprocess.preprocess)
 app.command("pretrain")(pretrain.pretrain)
 app.command("finetune")(finetune.finetune)
 app.command("evaluate")(evaluate.evaluate)
+app.command("baseline")(baseline.baseline)
 app.command("report")(report.report)
+app.command("compare")(compare.compare)
 app.command("predict")(predict.predict)
 app.command("show")(show.show)
 

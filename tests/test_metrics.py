@@ -343,3 +343,23 @@ def test_per_signer_table():
     ]
     with pytest.raises(SlrpipeError, match="3 signer ids for 4 samples"):
         metrics.per_signer_table(SCORES, LABELS, ["a", "b", "c"])
+
+
+def test_fused_and_subset_metrics_get_their_own_intervals():
+    from slrpipe.config import EvaluateParams
+    from slrpipe.evaluation.evaluate import scored_metrics
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(30) % 3
+    scores, fused = rng.random((30, 3)), rng.random((30, 3))
+    subset = np.arange(30) < 12
+    signers = [f"p{i % 3}" for i in range(30)]
+    found, intervals = scored_metrics(EvaluateParams(bootstrap_draws=300, bootstrap_seed=4), scores, labels, [1],
+                                    {"confusing": subset}, signers, fused)
+    assert found["test/fused/per_instance/top1"] == metrics.per_instance_accuracy(fused, labels, 1)
+    top1_intervals = metrics.top1_intervals
+    own = top1_intervals(fused, labels, 300, 4, signers)
+    assert {k: v for k, v in intervals.items() if k.startswith("test/fused/")} == {f"test/fused/{k}": v for k, v in own.items()}
+    mine = top1_intervals(scores[subset], labels[subset], 300, 4, [s for s, keep in zip(signers, subset) if keep])
+    assert intervals["test/confusing/per_class/top1_signer_ci_high"] == mine["per_class/top1_signer_ci_high"]
+    assert intervals["test/per_instance/top1_ci_low"] == top1_intervals(scores, labels, 300, 4)["per_instance/top1_ci_low"]

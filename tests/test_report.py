@@ -19,7 +19,7 @@ from slrpipe.evaluation.report import markdown_table, read_inputs, run_report
 from slrpipe.evaluation.report.figures import tsne_2d, tsne_perplexity
 from slrpipe.evaluation.report.render import NO_PUBLISHED, schedule, selection_text
 from slrpipe.evaluation.report.tables import (accuracies, best_and_worst, intervals, paper_dataset, paper_results,
-                                              run_table)
+                                              run_table, set_intervals)
 
 GLOSSES = ["bad", "do it", "don't", "follow me", "glad", "good", "hate", "i'm fine", "no", "sorry", "tired", "yes"]
 METRICS = {"per_instance": {"top1": 0.423077, "top5": 0.884615}, "per_class": {"top1": 0.401389, "top5": 0.875}}
@@ -308,11 +308,16 @@ def test_stage_command(tmp_path):
     assert missing.exit_code == 1 and "run `dvc repro evaluate`" in missing.output
     write_eval(tmp_path / "eval")
     write_preprocess(tmp_path / "pre")
-    result = runner.invoke(standalone(report), ["--params", str(tmp_path / "params.yaml"), "--eval-dir", str(tmp_path / "eval"),
-                                                "--preprocess-dir", str(tmp_path / "pre"), "--live-dir", str(tmp_path / "live"),
-                                                "--out-dir", str(tmp_path / "out")])
+    arguments = ["--params", str(tmp_path / "params.yaml"), "--eval-dir", str(tmp_path / "eval"), "--preprocess-dir",
+                 str(tmp_path / "pre"), "--live-dir", str(tmp_path / "live"), "--out-dir", str(tmp_path / "out")]
+    missing = runner.invoke(standalone(report), arguments)
+    assert missing.exit_code == 1 and "run `dvc repro baseline`" in missing.output
+    write_scores(tmp_path / "eval", np.ones(60, bool))
+    write_baseline(tmp_path / "baseline", np.ones(60, bool))
+    result = runner.invoke(standalone(report), [*arguments, "--baseline-dir", str(tmp_path / "baseline")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "results.md").is_file() and (tmp_path / "out" / "results.csv").is_file()
+    assert "baseline: logistic regression" in (tmp_path / "out" / "results.md").read_text()
 
 
 @pytest.mark.parametrize("classes", [11, 12, 14])
@@ -474,3 +479,95 @@ def test_many_signers_are_summarized_with_the_lowest_listed(tmp_path):
     section = text.split("## Per-signer results\n\n", 1)[1].split("\n## ", 1)[0]
     listed = [line.split(" | ")[0][2:] for line in section.splitlines() if line.startswith("| s")]
     assert listed == [f"s{i:02d}" for i in range(10)]
+
+
+# --- The baseline row and paired comparisons (issue 13) -------------------------------------------
+
+BASELINE = {"per_instance": {"top1": 0.3, "top1_ci_low": 0.2, "top1_ci_high": 0.41, "top5": 0.7},
+            "per_class": {"top1": 0.28, "top1_ci_low": 0.18, "top1_ci_high": 0.4, "top5": 0.69}, "samples": 60}
+
+
+def write_scores(folder: Path, right: np.ndarray, classes: int = 12) -> Path:
+    """scores.csv of the 60 test samples of write_eval: top-1 is the label where `right`, the next class elsewhere."""
+    from slrpipe.evaluation.metrics import write_scores_csv
+
+    labels = np.arange(len(right)) % classes
+    scores = np.full((len(right), classes), 0.5 / (classes - 1))
+    scores[np.arange(len(right)), np.where(right, labels, (labels + 1) % classes)] = 0.5
+    folder.mkdir(parents=True, exist_ok=True)
+    write_scores_csv(folder / "scores.csv", [f"s{i}" for i in range(len(right))], labels, scores,
+                     [f"{GLOSSES[i % len(GLOSSES)]}{i}" for i in range(classes)])
+    return folder / "scores.csv"
+
+
+def write_baseline(folder: Path, right: np.ndarray, metrics: dict | None = None) -> Path:
+    write_scores(folder, right)
+    (folder / "metrics.json").write_text(json.dumps({"baseline": {"test": metrics or BASELINE,
+                                                                  "selected": {"C": 0.1, "val": {"top1": 0.35}}}}))
+    return folder
+
+
+def render_with_baseline(tmp_path: Path, ours: np.ndarray, theirs: np.ndarray, params=None, metrics=None):
+    params = params or make_params(tmp_path)
+    eval_dir = write_eval(tmp_path / "reports" / "eval", metrics)
+    write_scores(eval_dir, ours)
+    baseline_dir = write_baseline(tmp_path / "reports" / "baseline", theirs)
+    path = run_report(params, eval_dir, write_preprocess(tmp_path / "preprocess"), write_live(tmp_path / "dvclive"),
+                      tmp_path / "reports", baseline_dir)
+    return path, path.read_text(encoding="utf-8")
+
+
+def test_baseline_row_beside_this_run(tmp_path):
+    ours, theirs = np.arange(60) % 5 != 0, np.arange(60) % 3 == 0  # 80 % vs 33 % right
+    path, text = render_with_baseline(tmp_path, ours, theirs, metrics=WITH_INTERVALS)
+    assert ("| baseline: logistic regression, all test samples | 30.00 [20.00, 41.00] | 70.00 | 28.00 [18.00, 40.00] "
+            "| 69.00 |") in text
+    assert "fitted on the same training split and scored on the same test split (`reports/baseline/`, C = 0.1, chosen by" in text
+    line = next(line for line in text.splitlines() if line.startswith("**This run minus the baseline**"))
+    assert "on the same 60 test samples: P-I top-1 +46.67 points [" in line
+    assert line.endswith("This run beats the baseline: the interval over the 60 test samples lies above 0.")
+    # The paper's table for MS-ASL100 has the baseline's row too, and results.csv its numbers.
+    assert "| this run | baseline (logistic regression) | 30.00 | 70.00 | 28.00 | 69.00 |" in text
+    rows = csv_rows(path.parent / "results.csv")
+    assert {"source": "this run", "method": "baseline (logistic regression)", "dataset": "MSASL100", "metric": "P-I top1",
+            "value": "30.0000"} in rows
+
+
+def test_a_deep_model_no_better_than_the_baseline_is_said_to_be_within_noise(tmp_path):
+    same = np.arange(60) % 2 == 0
+    _path, text = render_with_baseline(tmp_path, same, same)
+    assert ("This run and the baseline are within noise of each other: the interval over the 60 test samples holds 0."
+            in text)
+
+
+def test_reference_run_difference(tmp_path):
+    reference = write_scores(tmp_path / "scratch", np.arange(60) % 2 == 0)
+    params = make_params(tmp_path, "mp_data", None, report={"reference_scores": str(reference), "reference_name": "scratch"})
+    _path, text = render_with_baseline(tmp_path, np.arange(60) % 5 != 0, np.arange(60) % 2 == 0, params)
+    line = next(line for line in text.splitlines() if line.startswith("**This run minus scratch**"))
+    assert "P-I top-1 +30.00 points [" in line and "This run beats scratch" in line
+    params = make_params(tmp_path, "mp_data", None, report={"reference_scores": str(tmp_path / "gone.csv")})
+    with pytest.raises(SlrpipeError, match="report.reference_scores: .*gone.csv not found"):
+        render_with_baseline(tmp_path / "again", np.ones(60, bool), np.ones(60, bool), params)
+
+
+def test_a_baseline_run_shows_no_second_baseline_row(tmp_path):
+    params = make_params(tmp_path, "mp_data", None, finetune={"protocol": "baseline"})
+    eval_dir = write_eval(tmp_path / "reports" / "eval", WITH_INTERVALS, branches=())
+    path = run_report(params, eval_dir, write_preprocess(tmp_path / "preprocess"), write_live(tmp_path / "dvclive", finetune=False),
+                      tmp_path / "reports", tmp_path / "reports" / "baseline")  # no baseline stage output needed
+    text = path.read_text(encoding="utf-8")
+    assert "baseline: logistic regression, all test samples" not in text and "This run minus" not in text
+    assert "| Protocol | baseline: no encoder; a logistic regression" in text
+    assert "No t-SNE figure: the model has no learned embedding (protocol baseline" in text
+
+
+def test_fused_and_subset_rows_carry_their_own_intervals():
+    metrics = {**WITH_INTERVALS,
+               "fused": {"per_instance": {"top1": 0.5, "top1_ci_low": 0.4, "top1_ci_high": 0.6},
+                         "per_class": {"top1": 0.45, "top1_ci_low": 0.35, "top1_ci_high": 0.55}},
+               "confusing": {"per_instance": {"top1": 0.2, "top1_ci_low": 0.1, "top1_ci_high": 0.3}, "per_class": {"top1": 0.2}}}
+    found = set_intervals(metrics)
+    table = run_table(accuracies(metrics), found[""], {k: v for k, v in found.items() if k}).values.tolist()
+    assert table[1][:2] == ["fused (+R)", "50.00 [40.00, 60.00]"] and table[1][3] == "45.00 [35.00, 55.00]"
+    assert table[2][:2] == ["subset confusing", "20.00 [10.00, 30.00]"] and table[2][3] == "20.00"

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from slrpipe.data.augment import augment_view, resample, split_parts
+from slrpipe.data.frames import require_resolved
 from slrpipe.config import AugmentParams
 from slrpipe.engine.loop import to_device
 from slrpipe.errors import SlrpipeError
@@ -51,6 +52,7 @@ class PoseDataset(Dataset):
         seed: int = 0,
     ) -> None:
         self.path = Path(path)
+        require_resolved(settings, str(self.path))
         self.settings = settings
         self.mode = mode
         self.seed = seed

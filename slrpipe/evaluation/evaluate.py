@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from slrpipe.config import AugmentParams, Params
+from slrpipe.config import AugmentParams, EvaluateParams, Params
 from slrpipe.data.dataset import PoseDataset
 from slrpipe.errors import SlrpipeError
 from slrpipe.model.classifier import load_model, score_dataset
@@ -92,13 +92,38 @@ def selection_metrics(meta: dict) -> dict:
     return {"selected": out}
 
 
-def _subsets(source: str, glosses: list[str], labels: np.ndarray) -> dict[str, np.ndarray]:
+def subsets_of(source: str, glosses: list[str], labels: np.ndarray) -> dict[str, np.ndarray]:
     if source != "nmfs_csl":
         return {}
     from slrpipe.data.subsets import nmfs_csl_subset
 
     names = np.array([nmfs_csl_subset(glosses[label]) for label in labels])
     return {name: names == name for name in ("confusing", "normal") if np.any(names == name)}
+
+
+def scored_metrics(settings: EvaluateParams, scores: np.ndarray, labels: np.ndarray, ks: list[int],
+                 subsets: dict[str, np.ndarray], signers: list[str] | None,
+                 fused: np.ndarray | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    """The test split's metrics ("test/per_instance/top1", "test/fused/...", "test/<subset>/...") and
+    the bootstrap intervals of each set's top-1 (over samples and, with 2 or more signers in the
+    set, over signers), named beside the values they bound."""
+    metrics = evaluate(scores, labels, ks, subsets)
+    sets = {"": (scores, np.ones(len(labels), dtype=bool))}
+    if fused is not None:
+        metrics.update({f"fused/{k}": v for k, v in evaluate(fused, labels, ks).items()})
+        sets["fused/"] = (fused, sets[""][1])
+    sets.update({f"{name}/": (scores, mask) for name, mask in subsets.items()})
+    intervals = {}
+    if settings.bootstrap_draws:
+        if signers is not None and len(set(signers)) == 1:
+            log.info("the test samples come from one signer: no interval over signers")
+        for prefix, (values, mask) in sets.items():
+            chosen = None if signers is None else [s for s, keep in zip(signers, mask) if keep]
+            grouped = chosen if chosen is not None and len(set(chosen)) >= 2 else None
+            intervals.update({f"{prefix}{name}": bound for name, bound in top1_intervals(
+                values[mask], labels[mask], settings.bootstrap_draws, settings.bootstrap_seed, grouped).items()})
+    return ({f"{SPLIT}/{name}": value for name, value in metrics.items()},
+            {f"{SPLIT}/{name}": value for name, value in intervals.items()})
 
 
 def run_evaluate(params: Params, model_path: Path, dataset_path: Path, out_dir: Path) -> EvaluateResult:
@@ -116,21 +141,14 @@ def run_evaluate(params: Params, model_path: Path, dataset_path: Path, out_dir: 
     ks = [k for k in settings.topk if k <= len(glosses)]
     for k in sorted(set(settings.topk) - set(ks)):
         log.warning("top-%d left out: the model has only %d classes", k, len(glosses))
-    metrics = evaluate(scores, labels, ks, _subsets(params.dataset.source, glosses, labels))
+    subsets = subsets_of(params.dataset.source, glosses, labels)
+    fused = None
     if settings.fusion_scores is not None:
         other_ids, other_scores = read_scores_csv(settings.fusion_scores, glosses)
         fused = fuse(test.sample_ids, scores, other_ids, other_scores, settings.fusion_normalize)
-        metrics.update({f"fused/{k}": v for k, v in evaluate(fused, labels, ks).items()})
-    metrics = {f"{SPLIT}/{name}": value for name, value in metrics.items()}
     signers = signers_of(dataset_path, test.indices)
     signer_count = None if signers is None else len(set(signers))
-    intervals = {}
-    if settings.bootstrap_draws:
-        if signer_count == 1:
-            log.info("the test samples come from one signer: no interval over signers")
-        grouped = signers if signer_count is not None and signer_count >= 2 else None
-        intervals = {f"{SPLIT}/{name}": value for name, value in top1_intervals(
-            scores, labels, settings.bootstrap_draws, settings.bootstrap_seed, grouped).items()}
+    metrics, intervals = scored_metrics(settings, scores, labels, ks, subsets, signers, fused)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_scores_csv(out_dir / SCORES_FILE, test.sample_ids, labels, scores, glosses)

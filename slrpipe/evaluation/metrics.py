@@ -130,6 +130,41 @@ def _resampled_accuracies(correct: np.ndarray, labels: np.ndarray, weights: np.n
     return per_instance, float(np.mean(hits[present] / counts[present]))
 
 
+def _check_bootstrap(labels: np.ndarray, draws: int, confidence: float, groups: Sequence[str] | np.ndarray | None) -> None:
+    require_samples(labels)
+    if isinstance(draws, bool) or not isinstance(draws, (int, np.integer)) or draws < 1:
+        raise SlrpipeError(f"bootstrap needs an integer number of draws >= 1, got {draws!r}")
+    if not 0 < confidence < 1:
+        raise SlrpipeError(f"bootstrap confidence must lie strictly between 0 and 1, got {confidence}")
+    if groups is not None and len(groups) != len(labels):
+        raise SlrpipeError(f"bootstrap: {len(groups)} group ids for {len(labels)} samples")
+
+
+def _resample_weights(samples: int, draws: int, seed: int, groups: Sequence[str] | np.ndarray | None):
+    """Yield `draws` seeded resamples of `samples` samples, each as how many times each sample was
+    drawn (bootstrap_intervals says how groups are drawn). The same seed gives the same resamples,
+    which is what makes a comparison of two models on them paired."""
+    # Samples ordered by group: group g holds positions starts[g] .. starts[g] + sizes[g] - 1.
+    group_of = np.zeros(samples, dtype=np.int64) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
+    order = np.argsort(group_of, kind="stable")
+    sizes = np.bincount(group_of)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    rng = np.random.default_rng(seed)
+    for _ in range(draws):
+        # Without groups everything is one group drawn once: the ordinary bootstrap.
+        times = np.ones(1, dtype=np.int64) if groups is None else np.bincount(rng.integers(0, len(sizes), len(sizes)),
+                                                                               minlength=len(sizes))
+        group = np.repeat(np.arange(len(sizes)), times * sizes)  # a group drawn m times gives m * size samples
+        picked = order[starts[group] + rng.integers(0, sizes[group])]
+        yield np.bincount(picked, minlength=samples).astype(np.float64)
+
+
+def _percentiles(results: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(results, [tail, 1 - tail], axis=0)
+    return low, high
+
+
 def bootstrap_intervals(
     correct: np.ndarray,
     labels: np.ndarray,
@@ -154,31 +189,39 @@ def bootstrap_intervals(
     labels = np.asarray(labels, dtype=np.int64)
     if correct.ndim != 1 or labels.shape != correct.shape:
         raise SlrpipeError(f"bootstrap: {labels.shape} labels for {correct.shape} correctness flags")
-    require_samples(labels)
-    if isinstance(draws, bool) or not isinstance(draws, (int, np.integer)) or draws < 1:
-        raise SlrpipeError(f"bootstrap needs an integer number of draws >= 1, got {draws!r}")
-    if not 0 < confidence < 1:
-        raise SlrpipeError(f"bootstrap confidence must lie strictly between 0 and 1, got {confidence}")
-    if groups is not None and len(groups) != len(labels):
-        raise SlrpipeError(f"bootstrap: {len(groups)} group ids for {len(labels)} samples")
-    # Samples ordered by group: group g holds positions starts[g] .. starts[g] + sizes[g] - 1.
-    group_of = np.zeros(len(labels), dtype=np.int64) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
-    order = np.argsort(group_of, kind="stable")
-    sizes = np.bincount(group_of)
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    rng = np.random.default_rng(seed)
-    results = np.empty((draws, 2))
-    for draw in range(draws):
-        # Without groups everything is one group drawn once: the ordinary bootstrap.
-        times = np.ones(1, dtype=np.int64) if groups is None else np.bincount(rng.integers(0, len(sizes), len(sizes)),
-                                                                               minlength=len(sizes))
-        group = np.repeat(np.arange(len(sizes)), times * sizes)  # a group drawn m times gives m * size samples
-        picked = order[starts[group] + rng.integers(0, sizes[group])]
-        weights = np.bincount(picked, minlength=len(labels)).astype(np.float64)
-        results[draw] = _resampled_accuracies(correct, labels, weights)
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(results, [tail, 1 - tail], axis=0)
+    _check_bootstrap(labels, draws, confidence, groups)
+    results = np.array([_resampled_accuracies(correct, labels, weights)
+                        for weights in _resample_weights(len(labels), draws, seed, groups)])
+    low, high = _percentiles(results, confidence)
     return {"per_instance": (float(low[0]), float(high[0])), "per_class": (float(low[1]), float(high[1]))}
+
+
+def paired_difference(
+    correct_a: np.ndarray,
+    correct_b: np.ndarray,
+    labels: np.ndarray,
+    draws: int,
+    seed: int,
+    groups: Sequence[str] | np.ndarray | None = None,
+    confidence: float = CONFIDENCE,
+) -> dict[str, tuple[float, float, float]]:
+    """Accuracy of A minus accuracy of B on the same samples, with a paired percentile bootstrap
+    interval: {"per_instance": (difference, low, high), "per_class": (...)}. Each resample draws
+    the same samples (or, with `groups`, the same signers and samples) for both models, so what the
+    two get right or wrong together cancels and the interval measures only their difference."""
+    correct_a, correct_b = (np.asarray(c, dtype=np.float64) for c in (correct_a, correct_b))
+    labels = np.asarray(labels, dtype=np.int64)
+    if correct_a.ndim != 1 or correct_a.shape != correct_b.shape or labels.shape != correct_a.shape:
+        raise SlrpipeError(f"paired bootstrap: {correct_a.shape} and {correct_b.shape} correctness flags for "
+                           f"{labels.shape} labels")
+    _check_bootstrap(labels, draws, confidence, groups)
+    ones = np.ones(len(labels))
+    point = np.subtract(_resampled_accuracies(correct_a, labels, ones), _resampled_accuracies(correct_b, labels, ones))
+    results = np.array([np.subtract(_resampled_accuracies(correct_a, labels, weights),
+                                    _resampled_accuracies(correct_b, labels, weights))
+                        for weights in _resample_weights(len(labels), draws, seed, groups)])
+    low, high = _percentiles(results, confidence)
+    return {level: (float(point[i]), float(low[i]), float(high[i])) for i, level in enumerate(("per_instance", "per_class"))}
 
 
 def top1_intervals(

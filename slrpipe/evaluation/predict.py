@@ -28,6 +28,7 @@ from slrpipe.config import AugmentParams, DatasetParams, ExtractParams, Preproce
 from slrpipe.data.dataset import eval_view
 from slrpipe.errors import SampleError, SlrpipeError
 from slrpipe.pose.extract import Extractor
+from slrpipe.model.baseline import BaselineClassifier, features as baseline_features
 from slrpipe.model.classifier import load_model
 from slrpipe.pose.manifest import KIND_MP_FRAMES, KIND_VIDEO, ManifestRow, kind_of_path
 from slrpipe.data.preprocess import normalize
@@ -144,8 +145,8 @@ class Predictor:
     def top_k(self, k: int) -> int:
         return max(1, min(k, len(self.glosses)))
 
-    def prepare(self, item: PredictInput) -> dict[str, dict[str, torch.Tensor]]:
-        """One input -> the model's view; raises SampleError when it cannot be used."""
+    def prepare(self, item: PredictInput) -> dict[str, dict[str, torch.Tensor]] | torch.Tensor:
+        """One input -> the model's view (the baseline's: its feature vector); raises SampleError when it cannot be used."""
         if item.problem is not None:
             raise SampleError(item.problem)
         if item.kind is None:
@@ -155,6 +156,9 @@ class Predictor:
         row = ManifestRow(sample_id=str(item.path), path=str(item.path), kind=item.kind, gloss="")
         sample = self.extractor.extract(row)
         normalized = normalize(sample.keypoints, sample.frame_size, self.preprocess)
+        if isinstance(self.model, BaselineClassifier):
+            return torch.from_numpy(baseline_features(normalized.coords, normalized.mask, normalized.trunk_origin,
+                                                      normalized.trunk_unit, sample.frame_size, self.model.frames))
         return eval_view(normalized.coords, normalized.mask, self.augment)
 
     def _check_video_backend(self) -> None:

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from slrpipe.config import Params
 from slrpipe.data.dataset import PoseDataset
+from slrpipe.data.frames import resolve_frames
 from slrpipe.data.subsets import subset_key
 from slrpipe.engine.checkpoints import Checkpointer, code_digest, fingerprint, load_checkpoint
 from slrpipe.engine.compiling import compile_in_place
@@ -21,6 +22,7 @@ from slrpipe.engine.loop import fit, recalibrate_batchnorm, sgd_with_steps, to_d
 from slrpipe.engine.runtime import Runtime, distribute, start, stop
 from slrpipe.engine.scoring import per_instance_accuracy
 from slrpipe.errors import SlrpipeError
+from slrpipe.finetune.baseline import run_baseline_protocol
 from slrpipe.h5io import RaggedFile, file_digest
 from slrpipe.model.classifier import SignClassifier, build_classifier, save_model, score_dataset
 
@@ -68,6 +70,8 @@ def replaces_best(select: str, metrics: dict[str, float], selected: dict | None,
 
 def run_finetune(params: Params, dataset_path: Path, pretrained: Path, out_dir: Path, live_dir: Path | None,
                  resume: bool = True) -> FinetuneResult:
+    if params.finetune.protocol == "baseline":  # no encoder, no epochs: a logistic regression (finetune.baseline)
+        return FinetuneResult(1, *run_baseline_protocol(params, dataset_path, out_dir, live_dir, BEST, LAST))
     runtime = start(params.finetune.device, params.finetune.threads, params.finetune.num_workers)
     try:
         return _train(params, dataset_path, pretrained, out_dir, live_dir, resume, runtime)
@@ -78,6 +82,8 @@ def run_finetune(params: Params, dataset_path: Path, pretrained: Path, out_dir: 
 def _train(params: Params, dataset_path: Path, pretrained: Path, out_dir: Path, live_dir: Path | None, resume: bool,
            runtime: Runtime) -> FinetuneResult:
     s = params.finetune
+    # `augment.frames: auto` becomes a number here, once: best.pt records it for evaluate and predict.
+    params = params.model_copy(update={"augment": resolve_frames(params.augment, dataset_path)})
     torch.manual_seed(s.seed)
     subset = subset_key(s.label_fraction) if s.label_fraction is not None else None
     mode = "train" if s.augment else "eval"

@@ -16,6 +16,7 @@ from slrpipe.config import FinetuneParams, ModelSize, Params
 from slrpipe.engine.checkpoints import load_checkpoint, save_checkpoint
 from slrpipe.engine.loop import run_eval, to_device
 from slrpipe.errors import SlrpipeError
+from slrpipe.model.baseline import BASELINE_FORMAT, BaselineClassifier, baseline_state, load_baseline, score_baseline
 from slrpipe.model.encoder import SignEncoder, branches_of, initialise, part_of, parts_of
 
 MODEL_FORMAT = "slrpipe.classifier/1"
@@ -61,10 +62,13 @@ class SignClassifier(nn.Module):
                 raise SlrpipeError(f"{source}: its {m} encoder does not fit model.size ({str(error).splitlines()[0]})") from None
 
 
-def score_dataset(model: SignClassifier, dataset: Dataset, device: torch.device,
+def score_dataset(model: SignClassifier | BaselineClassifier, dataset: Dataset, device: torch.device,
                   batch_size: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Softmax scores (N, C), labels (N,) and each branch's sequence features (N, W) of every
-    sample in dataset order, in eval mode (validation during training and the evaluate stage)."""
+    sample in dataset order, in eval mode (validation during training and the evaluate stage).
+    The baseline has no branches, so no features."""
+    if isinstance(model, BaselineClassifier):
+        return (*score_baseline(model, dataset), {})
     def forward(batch: dict) -> dict[str, torch.Tensor]:
         logits, features = model.classify(to_device(batch["view"], device))
         return {"scores": F.softmax(logits.float(), dim=1), "labels": batch["label"],
@@ -79,9 +83,10 @@ def build_classifier(size: ModelSize, classes: int, settings: FinetuneParams) ->
     return SignClassifier(size, classes, branches_of(settings.branches), parts_of(settings.parts), settings.combine)
 
 
-def save_model(path: Path, model: SignClassifier, params: Params, glosses: list[str], preprocess: dict,
-               selected: dict) -> None:
+def save_model(path: Path, model: SignClassifier | BaselineClassifier, params: Params, glosses: list[str],
+               preprocess: dict, selected: dict) -> None:
     """The deployable model file: weights plus everything needed to prepare new inputs the same way."""
+    baseline = baseline_state(model) if isinstance(model, BaselineClassifier) else {}
     save_checkpoint({
         "format": MODEL_FORMAT,
         "model": model.state_dict(),
@@ -93,12 +98,15 @@ def save_model(path: Path, model: SignClassifier, params: Params, glosses: list[
         "dataset": {"frame_size": list(params.dataset.frame_size), "fps": params.dataset.fps},
         "epoch": selected["epoch"],
         "selected": selected,  # how this epoch was chosen (finetune.select)
+        **({"format": BASELINE_FORMAT, **baseline} if baseline else {}),
     }, path)
 
 
-def load_model(path: Path) -> tuple[SignClassifier, dict]:
+def load_model(path: Path) -> tuple[SignClassifier | BaselineClassifier, dict]:
     """A model file written by `save_model` -> (classifier in eval mode, the file's metadata)."""
     state = load_checkpoint(path)
+    if state.get("format") == BASELINE_FORMAT:
+        return load_baseline(state, str(path)), state
     if state.get("format") != MODEL_FORMAT:
         raise SlrpipeError(f"{path} is not a slrpipe model file (run the finetune stage to make one)")
     settings = FinetuneParams.model_validate(state["finetune"])

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from slrpipe.config import Params, PretrainParams
 from slrpipe.data.dataset import PoseDataset
+from slrpipe.data.frames import resolve_frames
 from slrpipe.errors import SlrpipeError
 from slrpipe.h5io import file_digest
 from slrpipe.engine.checkpoints import Checkpointer, code_digest, fingerprint
@@ -114,6 +115,8 @@ def run_pretrain(params: Params, dataset_path: Path, out_dir: Path, live_dir: Pa
 def _train(params: Params, dataset_path: Path, out_dir: Path, live_dir: Path | None, resume: bool,
            runtime: Runtime, stop_after: int | None) -> PretrainResult:
     settings = params.pretrain
+    # `augment.frames: auto` becomes a number here, once; the checkpoint records it.
+    params = params.model_copy(update={"augment": resolve_frames(params.augment, dataset_path)})
     torch.manual_seed(settings.seed)
     dataset = PoseDataset(dataset_path, params.augment, "pretrain", split="train", seed=settings.seed)
     if len(dataset) == 0:

@@ -20,6 +20,7 @@ import pandas as pd
 
 from slrpipe.config import Params
 from slrpipe.errors import SlrpipeError
+from slrpipe.evaluation.compare import compare_scores
 from slrpipe.evaluation.report.figures import BRANCHES, CURVES_PNG, TSNE_PNG, plot_curves, plot_tsne
 from slrpipe.evaluation.report.render import markdown_table, missing_why, render_markdown
 from slrpipe.evaluation.report.tables import Inputs, accuracies, compare, paper_results, results_csv
@@ -29,6 +30,7 @@ __all__ = ["Inputs", "markdown_table", "read_inputs", "run_report"]
 log = logging.getLogger(__name__)
 PER_CLASS = "per_class.csv"
 PER_SIGNER = "per_signer.csv"
+SCORES = "scores.csv"
 T = TypeVar("T")
 
 
@@ -98,8 +100,6 @@ def _embeddings(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
             raise ValueError("has no labels array")
         labels = np.asarray(data["labels"]).astype(np.int64)
         features = {b: np.asarray(data[b], dtype=np.float64) for b in BRANCHES if b in data}
-    if not features:
-        raise ValueError("holds neither joint nor motion features")
     for branch, values in features.items():
         if values.ndim != 2 or len(values) != len(labels):
             raise ValueError(f"{branch} features of shape {values.shape} do not fit {len(labels)} labels")
@@ -137,18 +137,63 @@ def read_inputs(eval_dir: Path, preprocess_dir: Path, live_dirs: dict[str, Path]
                   per_signer)
 
 
-def run_report(params: Params, eval_dir: Path, preprocess_dir: Path, live_dirs: dict[str, Path], out_dir: Path) -> Path:
-    """Write results.md, results.csv and the figures into `out_dir`; returns the results.md path."""
+def _baseline_metrics(path: Path) -> dict:
+    """The baseline stage's test metrics (metrics.json's "baseline" -> "test"), with "selected" (its C)."""
+    whole = _json_object(path).get("baseline")
+    metrics = whole.get("test") if isinstance(whole, dict) else None
+    top = metrics.get("per_instance") if isinstance(metrics, dict) else None
+    if not isinstance(top, dict) or "top1" not in top:
+        raise ValueError("has no baseline/test/per_instance/top1 accuracy")
+    return {**metrics, "selected": whole["selected"]} if "selected" in whole else metrics
+
+
+def paired_comparisons(params: Params, eval_dir: Path, preprocess_dir: Path, baseline_dir: Path | None) -> dict:
+    """name -> this run's top-1 minus that model's on the same test samples: the baseline's and the
+    reference run's (`report.reference_scores`), with intervals over signers when dataset.h5 names them."""
+    others = {}
+    if baseline_dir is not None:
+        others["the baseline"] = (baseline_dir / SCORES, "baseline")
+    if params.report.reference_scores is not None:
+        others[params.report.reference_name] = (params.report.reference_scores, None)
+    if not others:
+        return {}
+    ours = eval_dir / SCORES
+    _read(ours, "evaluate", lambda path: path)
+    e = params.evaluate
+    draws = e.bootstrap_draws or 2000  # 0 turns the intervals of the table off, not this comparison's
+    return {name: compare_scores(ours, _read(path, stage, lambda found: found) if stage else _reference(path),
+                                 preprocess_dir / "dataset.h5", draws, e.bootstrap_seed)
+            for name, (path, stage) in others.items()}
+
+
+def _reference(path: Path) -> Path:
+    if not path.is_file():
+        raise SlrpipeError(f"report.reference_scores: {path} not found (a run's reports/eval/scores.csv; README, "
+                           "\"Pretraining helps by X\")")
+    return path
+
+
+def run_report(params: Params, eval_dir: Path, preprocess_dir: Path, live_dirs: dict[str, Path], out_dir: Path,
+               baseline_dir: Path | None = None) -> Path:
+    """Write results.md, results.csv and the figures into `out_dir`; returns the results.md path.
+    `baseline_dir`: the baseline stage's folder, for the baseline's row and this run against it
+    (left out when this run is the baseline itself)."""
     inputs = read_inputs(eval_dir, preprocess_dir, live_dirs)
+    if params.finetune.protocol == "baseline":
+        baseline_dir = None
+    baseline = _read(baseline_dir / "metrics.json", "baseline", _baseline_metrics) if baseline_dir is not None else None
+    paired = paired_comparisons(params, eval_dir, preprocess_dir, baseline_dir)
     acc = accuracies(inputs.metrics)
-    comparison = compare(params, acc, paper_results())
+    baseline_acc = accuracies(baseline) if baseline is not None else None
+    comparison = compare(params, acc, paper_results(), baseline_acc)
     missing = missing_why(params, inputs.missing_curves)
     names = dict(enumerate(inputs.glosses or [])) | dict(zip(inputs.per_class.label.tolist(), inputs.per_class.gloss))
     why = {TSNE_PNG: plot_tsne(out_dir / TSNE_PNG, inputs.embeddings, inputs.labels, names),
            CURVES_PNG: None if inputs.curves else "neither pretraining nor fine-tuning curves were found"}
     if inputs.curves:
-        drops = {stage: [m for m in s.lr_steps if 0 < m < s.epochs]
-                 for stage, s in (("pretrain", params.pretrain), ("finetune", params.finetune.schedule))}
+        schedules = (("pretrain", params.pretrain),) + ((("finetune", params.finetune.schedule),)
+                                                        if params.finetune.protocol != "baseline" else ())
+        drops = {stage: [m for m in s.lr_steps if 0 < m < s.epochs] for stage, s in schedules}
         plot_curves(out_dir / CURVES_PNG, inputs.curves, missing, drops, params.pretrain.contrast_chance)
     for figure, reason in why.items():
         if reason is not None:  # no stale figure from an earlier run next to this report
@@ -156,6 +201,7 @@ def run_report(params: Params, eval_dir: Path, preprocess_dir: Path, live_dirs: 
     out_dir.mkdir(parents=True, exist_ok=True)
     link = Path(os.path.relpath(eval_dir / PER_CLASS, out_dir)).as_posix()
     path = out_dir / "results.md"
-    write_text_atomic(path, render_markdown(params, inputs, acc, comparison, why, missing, link))
-    write_text_atomic(out_dir / "results.csv", results_csv(params, acc, comparison).to_csv(index=False, lineterminator="\n"))
+    write_text_atomic(path, render_markdown(params, inputs, acc, comparison, why, missing, link, baseline, paired))
+    write_text_atomic(out_dir / "results.csv", results_csv(params, acc, comparison, baseline_acc).to_csv(
+        index=False, lineterminator="\n"))
     return path

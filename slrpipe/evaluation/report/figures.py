@@ -52,6 +52,8 @@ def tsne_2d(features: np.ndarray) -> np.ndarray:
 def plot_tsne(path: Path, embeddings: dict[str, np.ndarray], labels: np.ndarray, names: dict[int, str]) -> str | None:
     """Write the t-SNE figure; returns why it was not drawn, or None."""
     n = len(labels)
+    if not embeddings:
+        return "the model has no learned embedding (protocol baseline: a logistic regression on the joints)"
     if n < 5:
         return f"only {n} test samples: too few for a t-SNE"
     chosen = np.arange(n)

@@ -14,8 +14,9 @@ import yaml
 
 from slrpipe.config import Params
 from slrpipe.evaluation.report.figures import BRANCHES, CURVES_PNG, TSNE_PNG
-from slrpipe.evaluation.report.tables import (DASH, Comparison, Inputs, best_and_worst, bracket, dataset_label, intervals,
-                                              label_percent, percent, run_table, top_ks)
+from slrpipe.evaluation.compare import PairedComparison
+from slrpipe.evaluation.report.tables import (DASH, Comparison, Inputs, accuracies, best_and_worst, bracket, dataset_label,
+                                              intervals, label_percent, percent, run_table, set_intervals, top_ks)
 
 NO_PUBLISHED = "No published numbers exist for this dataset"
 PUBLISHED_FOR = "MS-ASL (100/200/1000 classes), WLASL (100/300/2000), NMFs-CSL and SLR500"
@@ -24,6 +25,7 @@ PROTOCOLS = {
     "linear": "linear: the pretrained encoders are frozen; only the linear classifier is trained",
     "semi": "semi: the pretrained encoders and the classifier are trained",
     "scratch": "scratch: the same model trained from a random initialisation, without pretraining",
+    "baseline": "baseline: no encoder; a logistic regression on body-normalized, time-resampled joint coordinates",
 }
 
 
@@ -45,8 +47,9 @@ def relative(path: Path) -> str:
 
 def missing_why(params: Params, missing_curves: dict[str, Path]) -> dict[str, str]:
     """Why a stage's curves are missing, one line per reason, keyed by stage."""
-    return {stage: "no pretraining curves:\nprotocol scratch trains without pretraining"
-            if stage == "pretrain" and params.finetune.protocol == "scratch" else
+    protocol = params.finetune.protocol
+    return {stage: f"no pretraining curves:\nprotocol {protocol} trains without pretraining"
+            if stage == "pretrain" and protocol in ("scratch", "baseline") else
             f"no {'pretraining' if stage == 'pretrain' else 'fine-tuning'} curves found\n({relative(where)})"
             for stage, where in missing_curves.items()}
 
@@ -71,6 +74,14 @@ def selection_text(metrics: dict, epochs: int) -> str:
     if "val" in selected:
         return f"{epoch}, the best validation top-1 ({percent(selected['val'].get('top1'))} %) (`finetune.select: val`)"
     return f"{epoch}, the last (`finetune.select: last`)"
+
+
+def baseline_selection_text(metrics: dict) -> str:
+    """How the baseline's regularization was chosen, from metrics.json's `selected`."""
+    selected = metrics.get("selected")
+    if isinstance(selected, dict) and isinstance(selected.get("val"), dict):
+        return f"C of the logistic regression by the best validation top-1 ({percent(selected['val'].get('top1'))} %)"
+    return "C of the logistic regression at its default (no validation split)"
 
 
 def _split_text(params: Params) -> str:
@@ -109,13 +120,15 @@ def _what_was_run(params: Params, inputs: Inputs, ks: list[int]) -> pd.DataFrame
         "Model size": (f"`{params.model.size}` (joint GCN {list(size.joint_channels)}, part GCN {list(size.part_channels)}, "
                        f"feature width {size.width}; hand Transformer {size.hand_layers} x {size.hand_heads} heads, "
                        f"trunk Transformer {size.trunk_layers} x {size.trunk_heads} heads)"),
-        "Pretraining": "none (protocol scratch)" if f.protocol == "scratch" else (
+        "Pretraining": f"none (protocol {f.protocol})" if f.protocol in ("scratch", "baseline") else (
             f"{pre.epochs} epochs, branches {pre.branches}, parts {pre.parts}, consistency {on[pre.use_consistency]}, "
             f"knowledge transfer {on[pre.use_knowledge_transfer]}, lambda_J {pre.lambda_joint:g}, lambda_M "
             f"{pre.lambda_motion:g}, batch {pre.batch_size}, lr {schedule(pre.lr, pre.lr_gamma, pre.lr_steps, pre.epochs)}"),
-        "Fine-tuning": (f"{f.schedule.epochs} epochs, lr {schedule(f.lr, f.lr_gamma, f.schedule.lr_steps, f.schedule.epochs)}, "
-                        f"batch {f.batch_size}, branch logits combined by {f.combine}"),
-        "Model selection": selection_text(inputs.metrics, f.schedule.epochs),
+        **({"Fine-tuning": "none: the logistic regression is fitted on the training split",
+            "Model selection": baseline_selection_text(inputs.metrics)} if f.protocol == "baseline" else {
+            "Fine-tuning": (f"{f.schedule.epochs} epochs, lr {schedule(f.lr, f.lr_gamma, f.schedule.lr_steps, f.schedule.epochs)}, "
+                            f"batch {f.batch_size}, branch logits combined by {f.combine}"),
+            "Model selection": selection_text(inputs.metrics, f.schedule.epochs)}),
         "Evaluated": (f"{inputs.metrics.get('samples', len(inputs.labels))} test samples, "
                       f"{', '.join(f'top-{k}' for k in ks)}; P-I = per instance, P-C = mean over classes"),
     }
@@ -227,19 +240,59 @@ def _figures(inputs: Inputs, figures_why: dict[str, str | None], missing: dict[s
     return out + [f"No training-curve figure: {figures_why[CURVES_PNG]}."]
 
 
+def _points(value: float) -> str:
+    return f"{100 * value:+.2f}"
+
+
+def paired_text(name: str, found: PairedComparison) -> str:
+    """One paragraph: this run's top-1 minus another model's on the same test samples, with its paired intervals."""
+    parts = []
+    for level, short in (("per_instance", "P-I"), ("per_class", "P-C")):
+        difference, low, high = found.difference[level]
+        text = f"{short} top-1 {_points(difference)} points [{_points(low)}, {_points(high)}]"
+        if found.signer_difference is not None:
+            _, low, high = found.signer_difference[level]
+            text += f" ([{_points(low)}, {_points(high)}] over the {found.signers} test signers)"
+        parts.append(text)
+    return (f"**This run minus {name}**, on the same {found.samples} test samples: {'; '.join(parts)} "
+            f"(paired bootstrap: both models scored on the same resamples). {found.verdict('This run', name)}.")
+
+
+def _baseline_text(params: Params, baseline: dict | None, paired: dict[str, PairedComparison]) -> list[str]:
+    """What the baseline row is, and this run against it and against the reference run."""
+    out = []
+    if baseline is not None:
+        selected = baseline.get("selected") if isinstance(baseline.get("selected"), dict) else {}
+        chosen = (f"C = {selected['C']:g}, chosen by validation top-1" if "C" in selected and "val" in selected
+                  else f"C = {selected['C']:g}" if "C" in selected else "")
+        out.append("The baseline row: a logistic regression (scikit-learn) on the body-normalized (shoulder midpoint, "
+                   "shoulder width), time-resampled joint coordinates of the hands and trunk, fitted on the same "
+                   f"training split and scored on the same test split (`reports/baseline/`{', ' + chosen if chosen else ''}). "
+                   "A deep model that does not beat it has learned nothing a linear model on the raw joints could not.")
+    out += [paired_text(name, found) for name, found in paired.items()]
+    return out
+
+
 def render_markdown(params: Params, inputs: Inputs, acc: pd.DataFrame, comparison: Comparison | None,
-                    figures_why: dict[str, str | None], missing: dict[str, str], per_class_link: str) -> str:
+                    figures_why: dict[str, str | None], missing: dict[str, str], per_class_link: str,
+                    baseline: dict | None = None, paired: dict[str, PairedComparison] | None = None) -> str:
     """results.md: the package's results_template.md filled in. `figures_why`: figure path -> why it
-    was not drawn (None: drawn); `missing`: stage -> why its curves are missing."""
+    was not drawn (None: drawn); `missing`: stage -> why its curves are missing; `baseline`: the
+    baseline stage's test metrics (with `selected`), shown as a row of this run's table; `paired`:
+    name -> this run minus that model on the same test samples."""
     def paragraphs(texts: list[str]) -> str:  # an empty text (no notes, say) leaves no blank paragraph
         return "\n\n".join(text for text in texts if text)
+
+    table = run_table(acc, intervals(inputs.metrics), {k: v for k, v in set_intervals(inputs.metrics).items() if k},
+                      (accuracies(baseline), intervals(baseline)) if baseline is not None else None)
 
     template = Template(resources.files(__package__).joinpath("results_template.md").read_text(encoding="utf-8"))
     return template.substitute(
         title=f"{dataset_label(params)}, protocol {params.finetune.protocol}",
         what_was_run=markdown_table(_what_was_run(params, inputs, top_ks(acc)), 2),
-        run_table=markdown_table(run_table(acc, intervals(inputs.metrics))),
+        run_table=markdown_table(table),
         after_run_table=paragraphs([_interval_text(params, inputs.metrics, inputs.per_signer),
+                                    *_baseline_text(params, baseline, paired or {}),
                                     *_after_run_table(params, inputs.metrics, comparison)]),
         figures=paragraphs(_figures(inputs, figures_why, missing)),
         per_class=paragraphs(_per_class(inputs.per_class, per_class_link)),

@@ -100,19 +100,39 @@ def top_ks(acc: pd.DataFrame) -> list[int]:
     return sorted(acc.k[(acc.set == "") & (acc.level == "P-I")])
 
 
-def run_table(acc: pd.DataFrame, bounds: dict[tuple[str, int], tuple[float, float]] | None = None) -> pd.DataFrame:
+BASELINE_ROW = "baseline: logistic regression, all test samples"
+BASELINE_METHOD = "baseline (logistic regression)"
+
+
+def set_intervals(metrics: dict, kind: str = "ci") -> dict[str, dict[tuple[str, int], tuple[float, float]]]:
+    """The bootstrap intervals of every evaluated set: set ('' all test samples, 'fused', a subset) -> intervals()."""
+    sets = {"": metrics, **{key: node for key, node in metrics.items() if isinstance(node, dict) and key not in LEVELS}}
+    return {name: found for name, node in sets.items() if (found := intervals(node, kind))}
+
+
+def run_table(acc: pd.DataFrame, bounds: dict[tuple[str, int], tuple[float, float]] | None = None,
+              set_bounds: dict[str, dict[tuple[str, int], tuple[float, float]]] | None = None,
+              baseline: tuple[pd.DataFrame, dict[tuple[str, int], tuple[float, float]]] | None = None) -> pd.DataFrame:
     """This run's every number: a row per evaluated set, P-I then P-C top-k (Table I's layout);
-    `bounds` ((level, k) -> interval, of all test samples) follow their values in brackets."""
+    `bounds` ((level, k) -> interval, of all test samples) and `set_bounds` (set -> the same, of
+    the fused and subset rows) follow their values in brackets. `baseline` (its accuracies and
+    intervals) adds its row of all test samples last."""
     columns = [(level, k) for level in LEVELS.values() for k in top_ks(acc)]
     sets = list(dict.fromkeys(acc.set))
     table = acc.pivot(index="set", columns=["level", "k"], values="value").reindex(index=sets, columns=columns)
     names = ["all test samples" if s == "" else "fused (+R)" if s == "fused" else f"subset {s}" for s in sets]
     table = table.map(percent)
-    for column, interval in (bounds or {}).items():
-        if column in table.columns and "" in table.index:
-            table.loc["", column] = f"{table.loc['', column]} {bracket(interval)}"
+    for name, found in {**(set_bounds or {}), **({"": bounds} if bounds else {})}.items():
+        for column, interval in found.items():
+            if column in table.columns and name in table.index:
+                table.loc[name, column] = f"{table.loc[name, column]} {bracket(interval)}"
     table = table.set_axis(names).set_axis([f"{level} top-{k}" for level, k in columns], axis=1)
-    return table.rename_axis("Evaluated on").reset_index()
+    table = table.rename_axis("Evaluated on").reset_index()
+    if baseline is not None:
+        theirs = run_table(baseline[0][baseline[0].set == ""], baseline[1])
+        theirs = theirs.assign(**{"Evaluated on": BASELINE_ROW}).reindex(columns=table.columns, fill_value=DASH)
+        table = pd.concat([table, theirs], ignore_index=True)
+    return table
 
 
 def label_percent(params: Params) -> str | None:
@@ -167,8 +187,9 @@ class Comparison:
     notes: list[str]
 
 
-def compare(params: Params, acc: pd.DataFrame, paper: pd.DataFrame) -> Comparison | None:
-    """This run beside the paper's table for this dataset and protocol; None for other datasets."""
+def compare(params: Params, acc: pd.DataFrame, paper: pd.DataFrame, baseline: pd.DataFrame | None = None) -> Comparison | None:
+    """This run (and the baseline's accuracies, when given) beside the paper's table for this
+    dataset and protocol; None for other datasets."""
     dataset = paper_dataset(params)
     if dataset is None:
         return None
@@ -232,16 +253,25 @@ def compare(params: Params, acc: pd.DataFrame, paper: pd.DataFrame) -> Compariso
     theirs = shown.pivot(index=["table", "method"], columns="header", values="value").reindex(
         index=pd.MultiIndex.from_frame(rows), columns=columns.header).fillna(DASH).reset_index()
     theirs = theirs.assign(table="paper, Table " + theirs.table).set_axis(["Source", "Method", *columns.header], axis=1)
+    if baseline is not None:
+        ours.append((BASELINE_METHOD, ""))
+        cells.append(columns.merge(baseline, "left", on=["set", "level", "k"]).value.map(percent))
     mine = pd.DataFrame([["this run", name, *run] for (name, _), run in zip(ours, cells)], columns=theirs.columns)
     return Comparison(title, pd.concat([mine, theirs], ignore_index=True), shown[["method", "dataset", "metric", "value"]], notes)
 
 
-def results_csv(params: Params, acc: pd.DataFrame, comparison: Comparison | None) -> pd.DataFrame:
-    """Tidy rows: this run's every metric (percent, 4 decimals), then the published values shown."""
+def results_csv(params: Params, acc: pd.DataFrame, comparison: Comparison | None,
+                baseline: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Tidy rows: this run's every metric (percent, 4 decimals), the baseline's, then the published values shown."""
     label, method = paper_dataset(params) or dataset_label(params), run_method(params)
     ours = acc[acc.k.isin(top_ks(acc))].reset_index(drop=True)
+    methods = np.where(ours.set == "fused", f"{method} (+R)", method)
+    if baseline is not None:
+        theirs = baseline[baseline.k.isin(top_ks(acc))]
+        ours = pd.concat([ours, theirs], ignore_index=True)
+        methods = np.concatenate([methods, np.full(len(theirs), BASELINE_METHOD)])
     run = pd.DataFrame({
-        "source": "this run", "method": np.where(ours.set == "fused", f"{method} (+R)", method),
+        "source": "this run", "method": methods,
         "dataset": [("NMFs-CSL total" if label == "NMFs-CSL" else label) if s in ("", "fused") else f"{label} {s}"
                     for s in ours.set],
         "metric": ours.level + " top" + ours.k.astype(str), "value": (100 * ours.value).map("{:.4f}".format)})
