@@ -13,6 +13,7 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from slrpipe.config import FinetuneParams, ModelSize, Params
+from slrpipe.data.augment import mask_of
 from slrpipe.engine.checkpoints import load_checkpoint, save_checkpoint
 from slrpipe.engine.loop import run_eval, to_device
 from slrpipe.errors import SlrpipeError
@@ -31,7 +32,7 @@ class SignClassifier(nn.Module):
         self.classifiers = nn.ModuleDict({m: nn.Linear(size.width, classes) for m in branches})
 
     def features(self, view: dict) -> dict[str, torch.Tensor]:
-        return {m: sum(self.encoders[m](view[m], view["mask"]).values()) for m in self.branches}
+        return {m: sum(self.encoders[m](view[m], mask_of(view, m)).values()) for m in self.branches}
 
     def classify(self, view: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Combined logits and each branch's sequence feature."""
