@@ -31,6 +31,7 @@ import slrpipe.model.encoder as encoder_module
 import slrpipe.model.gcn as gcn_module
 import slrpipe.pretrain.model as pretrain_module
 from slrpipe.config import parse_params
+from slrpipe.data.augment import mask_of
 from slrpipe.data.dataset import PoseDataset
 from slrpipe.engine.scoring import knn_accuracy
 from slrpipe.pretrain.train import embed
@@ -93,7 +94,7 @@ def main(name: str, overrides: str = typer.Argument("{}"), params: Path = Path("
         for batch in DataLoader(val_views, batch_size=64):
             for which, view in zip("ab", batch["views"]):
                 for m in model.modalities:
-                    for part, value in model.query[m](view[m], view["mask"]).items():
+                    for part, value in model.query[m](view[m], mask_of(view, m)).items():
                         embeddings[m, part, which].append(value)
         model.train()
         result = {}

@@ -2,7 +2,7 @@
 branch as a fraction of chance and the validation kNN after every epoch (issue 15's search for
 why the loss stayed near chance, and the guard test's settings).
 
-    PYTHONPATH=$PWD python bench/pretrain_subset.py NAME '{"augment": {"joint_mask_probability": 0}}'
+    PYTHONPATH=$PWD python bench/pretrain_subset.py NAME '{"augment": {"pretrain": {"joint_mask_probability": 0}}}'
 
 The JSON overrides params.yaml section by section; "words" (default: bad, glad, no, yes) and
 "sequences" (per word and session, default 10) choose the subset of ../shared/data/ksl13,

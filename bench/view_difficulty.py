@@ -38,14 +38,15 @@ def main(dataset: Path = Path("data/preprocess/dataset.h5"), params: Path = Path
 
     def affine(c, m):
         c, m = augment.resample(c, m, 0, len(c), settings.frames)
-        return augment.apply_affine(c, m, augment.random_affine(rng, settings)), m
+        return augment.apply_affine(c, m, augment.random_affine(rng, settings.pretrain)), m
 
     def flipped(c, m):
         return augment.flip(*augment.resample(c, m, 0, len(c), settings.frames), samples.left_mirrored)
 
     def as_configured(c, m):  # one view as params.yaml augments it (a shared flip mirrors both views: none here)
-        shared = settings.model_copy(update={"flip_probability": 0.0}) if settings.flip_views == "shared" else settings
-        return augment.augment_view(c, m, rng, shared, samples.left_mirrored)
+        stage = settings.pretrain
+        shared = stage.model_copy(update={"flip_probability": 0.0}) if stage.flip_views == "shared" else stage
+        return augment.augment_view(c, m, rng, shared, settings.frames, samples.left_mirrored)
 
     def distance(a, b, part):
         return float(np.sqrt(((a[0][:, part] - b[0][:, part]) ** 2).sum()))

@@ -85,9 +85,20 @@ class PreprocessParams(Section):
     crop_scale: float = Field(default=2.2, gt=0)
     # ... when at least this many are visible; otherwise the box is placed from the forearm:
     crop_min_visible: int = Field(default=10, ge=1, le=21)
-    # centre = wrist + ratio x (wrist - elbow), side = ratio x |wrist - elbow|.
+    # `ours`: centre = wrist + fallback_center_ratio x (wrist - elbow), side = fallback_side_ratio
+    # x |wrist - elbow|, when elbow and wrist pass score_threshold. `official` (authors' code):
+    # centre = wrist + 0.33 x (wrist - elbow), side = 1.1 x max(|wrist - elbow|, 0.9 x
+    # |elbow - shoulder|), only when shoulder, elbow and wrist score >= 0.8 and the wrist is at
+    # least 50 px above the image's bottom edge.
+    fallback_box: Literal["ours", "official"] = "ours"
     fallback_center_ratio: float = 0.4
     fallback_side_ratio: float = Field(default=1.2, gt=0)
+    # Move each hand box into the image, its side capped at min(width, height) - 1 (authors' code:
+    # true; ours: false, a box may reach past the frame's edge).
+    clamp_box: bool = False
+    # Set each hand coordinate that falls outside its box (below 0 or above 1 of the crop) to 0
+    # (authors' code: true; ours: false, a joint outside the box keeps its position beyond [0, 1]).
+    zero_outside_box: bool = False
     # Crop resolution; coordinates are mapped into it and divided by it, so they lie in [0, 1].
     crop_size: int = Field(default=256, gt=0)
     # Mirror the left hand (x -> 1 - x) so both hands look like right hands to the shared
@@ -119,20 +130,21 @@ class PreprocessParams(Section):
         return tuple(sorted(set(value)))
 
 
-class AugmentParams(Section):
-    """Two-view augmentation of the training loader (METHOD.md sections 3-4)."""
+class StageAugment(Section):
+    """One training stage's augmentation of a view (METHOD.md section 4). The defaults and
+    ranges are ours: the paper names rotation, scale, shear, joint mask and flip without numbers.
+    Each `authors` note gives the authors' code's value for that stage."""
 
-    # T': every sample is resampled to this many frames; `auto` = the median length of the
-    # training split's sequences, clamped to [FRAMES_AUTO_MIN, FRAMES_AUTO_MAX], resolved when
-    # training starts (slrpipe.data.frames) and recorded in the checkpoint as a number.
-    frames: Annotated[int, Field(ge=2)] | Literal["auto"] = 64
-    # Motion = first-order difference of the augmented joints. `backward` (paper):
-    # m_1 = 0, m_t = x_t - x_(t-1); `forward` (authors' code): m_t = x_(t+1) - x_t, last = 0.
-    motion: Literal["backward", "forward"] = "backward"
     # Temporal random crop of length in [crop_min_ratio * T, T], at least crop_min_frames.
-    crop_min_ratio: float = Field(default=0.1, gt=0, le=1)  # the paper gives no alpha; 0.1 is the authors' value
+    crop_min_ratio: float = Field(default=0.1, gt=0, le=1)  # the paper gives no alpha
     crop_min_frames: int = Field(default=32, ge=1)
-    # Spatial: one random affine per view (same for hands and trunk), about each part's centre.
+    # `affine_mask` (ours): with affine_probability one affine (rotation x scale x shear) about
+    # each part's centre, then with joint_mask_probability joint_mask_count joints zeroed.
+    # `corrupt_or_shear` (authors' pretraining): with joint_mask_probability a corruption of
+    # joint_mask_count joints (half the time zeroed, else moved by one 2x2 matrix of U(-1, 1)
+    # entries), otherwise a shear with off-diagonal terms in [-shear, shear]; both about the
+    # origin, as the authors' code. `none` (authors' fine-tuning): no spatial change.
+    spatial: Literal["affine_mask", "corrupt_or_shear", "none"] = "affine_mask"
     rotation_degrees: float = Field(default=15.0, ge=0)
     scale: float = Field(default=0.2, ge=0, lt=1)  # factor in [1 - scale, 1 + scale]
     shear: float = Field(default=0.2, ge=0)  # off-diagonal terms in [-shear, shear]
@@ -141,17 +153,57 @@ class AugmentParams(Section):
     # 25 the trunk of a view is farther from its positive than from another sample, bench/RESULTS.md).
     joint_mask_count: int = Field(default=8, ge=0, le=49)
     joint_mask_probability: float = Field(default=0.5, ge=0, le=1)
-    # Swap the hands and mirror x (left-handed signers).
+    # Flip (left-handed signers): `mirror` (ours) = the hands trade places and x is mirrored, the
+    # trunk's arms too; `swap_hands` (authors' code) = only the hand streams trade places.
+    flip: Literal["mirror", "swap_hands"] = "mirror"
     flip_probability: float = Field(default=0.5, ge=0, le=1)
-    # Trunk only, one draw per view, after the affine: a shift of up to trunk_translate in each
-    # axis (trunk units: 2.5 shoulder widths with preprocess.trunk_norm body, the frame size with frame) and
-    # one factor in [1 - trunk_scale, 1 + trunk_scale] about the centre (the shoulder midpoint
-    # with body): a signer sitting elsewhere or closer. 0 = off (and no random number drawn).
+    # Trunk only, one draw per view, after the spatial step: a shift of up to trunk_translate in
+    # each axis (trunk units: 2.5 shoulder widths with preprocess.trunk_norm body, the frame size
+    # with frame) and one factor in [1 - trunk_scale, 1 + trunk_scale] about the centre (the
+    # shoulder midpoint with body): a signer sitting elsewhere or closer. 0 = off (and no random
+    # number drawn).
     trunk_translate: float = Field(default=0.0, ge=0)
     trunk_scale: float = Field(default=0.0, ge=0, lt=1)
-    # Pretraining views: `shared` flips both views of a sample or neither (ours); `independent`
-    # draws the flip per view (paper, authors' code), so half the positive pairs are mirror images.
+
+
+class PretrainAugment(StageAugment):
+    # The two views: `shared` flips both views of a sample or neither (ours); `independent` draws
+    # the flip per view (paper, authors' code), so half the positive pairs are mirror images.
     flip_views: Literal["shared", "independent"] = "shared"
+
+
+class AugmentParams(Section):
+    """Views of the training loader (METHOD.md sections 3-4), per stage, and the test-time view."""
+
+    # T': every sample is resampled to this many frames; `auto` = the median length of the
+    # training split's sequences, clamped to [FRAMES_AUTO_MIN, FRAMES_AUTO_MAX], resolved when
+    # training starts (slrpipe.data.frames) and recorded in the checkpoint as a number.
+    frames: Annotated[int, Field(ge=2)] | Literal["auto"] = 64
+    # Motion = first-order difference. `backward` (paper): m_1 = 0, m_t = x_t - x_(t-1);
+    # `forward` (authors' code): m_t = x_(t+1) - x_t, last = 0.
+    motion: Literal["backward", "forward"] = "backward"
+    # `sequence` (paper): motion is the difference of the processed sequence, and each branch gets
+    # views augmented on their own; `view` (authors' code): the difference of each augmented joint
+    # view, so a sample's joint and motion inputs share one augmentation.
+    motion_source: Literal["sequence", "view"] = "sequence"
+    # Evaluation (validation, evaluate, predict, the kNN monitor) sees the centred test_crop of the
+    # sequence, resampled to T'. 1.0 = all of it (ours); authors' code: 0.95.
+    test_crop: float = Field(default=1.0, gt=0, le=1)
+    pretrain: PretrainAugment = PretrainAugment()
+    finetune: StageAugment = StageAugment()
+
+    @classmethod
+    def from_saved(cls, data: dict) -> AugmentParams:
+        """The settings a model file or checkpoint stored. Files written before augmentation was
+        set per stage hold one flat set of stage keys, used by both stages, and computed motion
+        from each view."""
+        stage_keys = set(PretrainAugment.model_fields)
+        if not stage_keys & set(data):
+            return cls.model_validate(data)
+        stage = {key: value for key, value in data.items() if key in stage_keys}
+        rest = {key: value for key, value in data.items() if key not in stage_keys}
+        finetune = {key: value for key, value in stage.items() if key in StageAugment.model_fields}
+        return cls.model_validate({"motion_source": "view", **rest, "pretrain": stage, "finetune": finetune})
 
 
 GcnBlock = Literal["plain", "stgcn"]

@@ -99,7 +99,8 @@ def apply_preset(params_path: Path, name: str, root: Path | None) -> list[str]:
     values = dict(available[name])
     if root is not None:
         values["dataset.root"] = str(root)
-    elif "dataset.root" not in values:
+    elif "dataset.source" in values and "dataset.root" not in values:
+        # A recipe names a dataset, so it needs its folder; a form preset (authors) keeps the one set.
         raise SlrpipeError(f"preset {name} needs --root: the folder of the {values['dataset.source']} dataset")
     if not params_path.is_file():
         raise SlrpipeError(f"{params_path}: params file not found")

@@ -35,18 +35,22 @@ def preset(
     root: Path = typer.Option(None, help="The dataset folder (or manifest CSV) for a paper preset."),
     params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameters file to update."),
 ) -> None:
-    """Write a paper recipe (wlasl100, msasl1000, nmfs_csl, ...) or the demo settings into params.yaml."""
+    """Write a paper recipe (wlasl100, msasl1000, nmfs_csl, ...), the demo settings, or every
+    paper/authors'-code switch at once (authors, paper_forms) into params.yaml."""
     from slrpipe.presets import apply_preset, presets
 
     if name is None:
         for preset_name, values in presets().items():
+            if "dataset.source" not in values:  # a form preset: switches only, on top of any recipe
+                typer.echo(f"{preset_name:<10} {len(values)} switches ({preset_name.replace('_', ' ')}), any dataset")
+                continue
             typer.echo(f"{preset_name:<10} {values.get('dataset.source')}, model {values.get('model.size')}, "
                        f"{values.get('pretrain.epochs')} pretraining epochs")
         return
     with user_errors():
         changed = apply_preset(params, name, root)
     typer.echo(f"preset {name}: {len(changed)} values written to {params}; `dvc repro` reruns what they affect")
-    if name != "demo":
+    if name != "demo" and "dataset.source" in presets()[name]:
         typer.echo("set extract.pose_checkpoint to your MMPose whole-body weights before extracting videos")
 
 

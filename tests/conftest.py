@@ -53,7 +53,7 @@ def tiny_params(root: Path, epochs: int, finetune: dict | None = None, **pretrai
     data = {
         "dataset": {"source": "mp_data", "root": str(root)},
         "preprocess": {"split": "signer", "val_fraction": 0.2, "test_fraction": 0.2},
-        "augment": {"frames": 16, "crop_min_frames": 8},
+        "augment": {"frames": 16, "pretrain": {"crop_min_frames": 8}, "finetune": {"crop_min_frames": 8}},
         "model": {"size": "tiny", "sizes": {"tiny": TINY.model_dump()}},
         "pretrain": {"epochs": epochs, "batch_size": 16, "bank_size": 16, "transfer_top_k": 8, "num_workers": 0,
                      "threads": 1, "knn_every": 1, "lr_steps": [2] if epochs > 2 else [], "device": "cpu", **pretrain},

@@ -130,3 +130,34 @@ def test_contrast_chance_is_ln_bank_plus_one_per_contrasted_embedding():
     assert PretrainParams(bank_size=64, parts="hand").contrast_chance == pytest.approx(math.log(65))
     global_form = PretrainParams(bank_size=64, part_bank_size=32, transfer_anchors="global", transfer_top_k=16)
     assert global_form.contrast_chance == pytest.approx(2 * math.log(33) + math.log(65))
+
+
+def test_augmentation_is_set_per_stage_and_checked_by_name():
+    data = {"dataset": {"source": "mp_data", "root": "x"},
+            "augment": {"pretrain": {"spatial": "corrupt_or_shear"}, "finetune": {"crop_min_frames": 64}}}
+    params = parse_params(data)
+    assert params.augment.pretrain.spatial == "corrupt_or_shear" and params.augment.finetune.spatial == "affine_mask"
+    assert params.augment.finetune.crop_min_frames == 64 and params.augment.pretrain.crop_min_frames == 32
+    bad = {"augment": {"finetune": {"flip_views": "shared"}}}  # a pretraining-only key
+    with pytest.raises(ParamsError, match=r"augment\.finetune\.flip_views: unknown key"):
+        parse_params({**data, **bad})
+    with pytest.raises(ParamsError, match=r"augment\.pretrain\.flip: Input should be 'mirror' or 'swap_hands'"):
+        parse_params({**data, "augment": {"pretrain": {"flip": "both"}}})
+    with pytest.raises(ParamsError, match=r"augment\.test_crop: Input should be less than or equal to 1"):
+        parse_params({**data, "augment": {"test_crop": 1.5}})
+    with pytest.raises(ParamsError, match=r"preprocess\.fallback_box: Input should be 'ours' or 'official'"):
+        parse_params({**data, "preprocess": {"fallback_box": "theirs"}})
+
+
+def test_saved_augment_settings_read_back_and_old_flat_files_still_load():
+    from slrpipe.config import AugmentParams
+
+    current = AugmentParams(test_crop=0.95, motion_source="view", finetune={"crop_min_ratio": 0.5})
+    assert AugmentParams.from_saved(current.model_dump(mode="json")) == current
+    # A model file from before per-stage augmentation: one flat set of stage keys, and motion
+    # differenced from each view (the only form then).
+    old = {"frames": 32, "motion": "forward", "crop_min_ratio": 0.2, "joint_mask_count": 5, "flip_views": "independent"}
+    loaded = AugmentParams.from_saved(old)
+    assert loaded.frames == 32 and loaded.motion == "forward" and loaded.motion_source == "view" and loaded.test_crop == 1.0
+    assert loaded.pretrain.crop_min_ratio == loaded.finetune.crop_min_ratio == 0.2
+    assert loaded.pretrain.joint_mask_count == 5 and loaded.pretrain.flip_views == "independent"

@@ -118,10 +118,10 @@ def test_real_mmpose_output_whole_path(shared, tmp_path):
 def test_flip_views_shared_mirrors_both_views_or_neither(ksl3, flip_views):
     params, _, path = ksl3
     # Every augmentation off but the flip: the two views of a sample differ only if one is flipped.
-    settings = params.augment.model_copy(update={
+    settings = params.augment.model_copy(update={"pretrain": params.augment.pretrain.model_copy(update={
         "flip_views": flip_views, "flip_probability": 0.5, "affine_probability": 0.0,
         "joint_mask_probability": 0.0, "crop_min_ratio": 1.0, "crop_min_frames": 1,
-    })
+    })})
     dataset = PoseDataset(path, settings, "pretrain", split="train")
     mirrored = [not torch.equal(views[0]["joint"]["right_hand"], views[1]["joint"]["right_hand"])
                 for views in (dataset[i]["views"] for i in range(len(dataset)))]
@@ -129,3 +129,22 @@ def test_flip_views_shared_mirrors_both_views_or_neither(ksl3, flip_views):
         assert not any(mirrored)
     else:  # each view flips with p 0.5: about half the pairs are mirror images
         assert 0.2 < np.mean(mirrored) < 0.8
+
+
+def test_each_stage_reads_its_own_augmentation(ksl3):
+    """augment.pretrain feeds the two pretraining views, augment.finetune the fine-tuning view:
+    here the first changes nothing and the second always swaps the hands (no crop, no spatial step)."""
+    params, _, path = ksl3
+    quiet = {"crop_min_ratio": 1.0, "crop_min_frames": 1, "spatial": "none", "flip": "swap_hands"}
+    settings = params.augment.model_copy(update={
+        "pretrain": params.augment.pretrain.model_copy(update={**quiet, "flip_probability": 0.0}),
+        "finetune": params.augment.finetune.model_copy(update={**quiet, "flip_probability": 1.0}),
+    })
+    clean = PoseDataset(path, settings, "eval", split="train")[0]["view"]
+    pretrain = PoseDataset(path, settings, "pretrain", split="train")[0]["views"]
+    finetune = PoseDataset(path, settings, "train", split="train")[0]["view"]
+    for branch in ("joint", "motion"):
+        for view in pretrain:
+            assert all(torch.equal(view[branch][part], clean[branch][part]) for part in clean[branch])
+        assert torch.equal(finetune[branch]["right_hand"], clean[branch]["left_hand"])
+        assert torch.equal(finetune[branch]["trunk"], clean[branch]["trunk"])

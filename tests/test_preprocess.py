@@ -32,7 +32,7 @@ def _square_hand(x0, y0, width, height) -> np.ndarray:
 
 def test_box_is_2_2_times_the_larger_extent_centred_on_the_joints():
     hand = _square_hand(100, 200, 40, 20)  # extent 40 x 20, centre (120, 210)
-    boxes = hand_boxes(_frame(right_hand=hand)[None], SETTINGS)
+    boxes = hand_boxes(_frame(right_hand=hand)[None], FRAME, SETTINGS)
     np.testing.assert_allclose(boxes[0, 1], [120, 210, 2.2 * 40])
     np.testing.assert_allclose(boxes[0, 0, 2], 1.2 * np.hypot(10, 80))  # no left hand: forearm fallback
 
@@ -54,7 +54,7 @@ def test_fallback_box_from_the_forearm_when_few_joints_are_visible():
     hand = _square_hand(100, 200, 40, 20)
     frame = _frame(left_hand=hand)
     frame[joints.LEFT_HAND.start + 9 : joints.LEFT_HAND.stop, 2] = 0.05  # only 9 joints above 0.1
-    boxes = hand_boxes(frame[None], SETTINGS)
+    boxes = hand_boxes(frame[None], FRAME, SETTINGS)
     elbow, wrist = np.array([420.0, 300.0]), np.array([430.0, 380.0])
     forearm = wrist - elbow
     np.testing.assert_allclose(boxes[0, 0, :2], wrist + 0.4 * forearm)
@@ -64,7 +64,7 @@ def test_fallback_box_from_the_forearm_when_few_joints_are_visible():
 def test_no_box_without_hand_joints_or_forearm():
     frame = _frame(right_hand=_square_hand(100, 200, 40, 20))
     frame[joints.LEFT_ELBOW, 2] = 0.2  # left forearm not confident, left hand absent
-    boxes = hand_boxes(frame[None], SETTINGS)
+    boxes = hand_boxes(frame[None], FRAME, SETTINGS)
     assert boxes[0, 0, 2] == 0
 
 
@@ -88,7 +88,7 @@ def test_score_thresholds():
     assert not sample.mask[0, first] and np.all(sample.coords[0, first] == 0)
     assert sample.mask[0, first + 1]
     assert not sample.mask[0, 1] and np.all(sample.coords[0, 1] == 0)
-    np.testing.assert_allclose(hand_boxes(frame[None], SETTINGS)[0, 1], [120, 210, 88])  # box unchanged
+    np.testing.assert_allclose(hand_boxes(frame[None], FRAME, SETTINGS)[0, 1], [120, 210, 88])  # box unchanged
 
 
 def test_frames_without_hands_are_dropped_and_remembered():
@@ -241,3 +241,73 @@ def test_the_stage_counts_and_names_samples_without_shoulders(tmp_path, caplog):
         shoulders = pixels[:, [1, 4]][mask[:, [1, 4]].all(axis=1)]
         width = np.median(np.linalg.norm(shoulders[:, 0] - shoulders[:, 1], axis=1))
         assert dataset.column("trunk_unit")[0][0] == pytest.approx(2.5 * width, rel=1e-4)
+
+
+# ---- the authors' hand-box forms (METHOD.md section 9) ------------------------------------------
+
+OFFICIAL_FALLBACK = SETTINGS.model_copy(update={"fallback_box": "official"})
+
+
+def _left_hand_hidden() -> np.ndarray:
+    """_frame's trunk with a left hand too faint for its own box: the box falls back on the arm.
+    Left arm: shoulder (400, 200), elbow (420, 300), wrist (430, 380)."""
+    frame = _frame(left_hand=_square_hand(100, 200, 40, 20))
+    frame[joints.LEFT_HAND, 2] = 0.05
+    return frame
+
+
+def test_official_fallback_box_by_hand():
+    # forearm (10, 80): length sqrt(6500) = 80.62; upper arm (20, 100): 0.9 x sqrt(10400) = 91.89
+    # is longer, so side = 1.1 x 0.9 x sqrt(10400); centre = wrist + 0.33 x (10, 80).
+    box = hand_boxes(_left_hand_hidden()[None], FRAME, OFFICIAL_FALLBACK)[0, 0]
+    np.testing.assert_allclose(box, [433.3, 406.4, 1.1 * 0.9 * np.sqrt(10400)])
+    # A short upper arm: the forearm sets the side.
+    frame = _left_hand_hidden()
+    frame[1, :2] = [415, 260]  # shoulder 41.2 px from the elbow
+    np.testing.assert_allclose(hand_boxes(frame[None], FRAME, OFFICIAL_FALLBACK)[0, 0], [433.3, 406.4, 1.1 * np.sqrt(6500)])
+
+
+@pytest.mark.parametrize("change", ["shoulder_score", "elbow_score", "wrist_score", "wrist_near_bottom"])
+def test_official_fallback_box_needs_a_confident_arm_away_from_the_bottom(change):
+    frame = _left_hand_hidden()
+    if change == "wrist_near_bottom":
+        frame[3, 1] = 431  # 49 px above the bottom edge of a 480-px frame
+    else:
+        frame[{"shoulder_score": 1, "elbow_score": 2, "wrist_score": 3}[change], 2] = 0.79
+    assert hand_boxes(frame[None], FRAME, OFFICIAL_FALLBACK)[0, 0, 2] == 0
+    assert hand_boxes(frame[None], FRAME, SETTINGS)[0, 0, 2] > 0  # ours needs only elbow and wrist >= 0.5
+    frame[3, 1] = 430  # exactly 50 px above the bottom: allowed
+    if change == "wrist_near_bottom":
+        assert hand_boxes(frame[None], FRAME, OFFICIAL_FALLBACK)[0, 0, 2] > 0
+
+
+def test_clamp_box_moves_boxes_into_the_image_and_caps_their_side():
+    clamp = SETTINGS.model_copy(update={"clamp_box": True})
+    frame = _frame(right_hand=_square_hand(600, 200, 40, 20))  # box centre (620, 210), side 88
+    assert hand_boxes(frame[None], FRAME, SETTINGS)[0, 1].tolist() == [620, 210, 88]
+    np.testing.assert_allclose(hand_boxes(frame[None], FRAME, clamp)[0, 1], [639 - 44, 210, 88])
+    # Side 660 > 479 = min(640, 480) - 1: capped; the centre (250, 105) moves down to y 479 / 2.
+    huge = _frame(right_hand=_square_hand(100, 100, 300, 10))
+    np.testing.assert_allclose(hand_boxes(huge[None], FRAME, clamp)[0, 1], [250, 239.5, 479])
+    no_left_box = _frame(right_hand=_square_hand(100, 200, 40, 20))
+    no_left_box[2, 2] = 0.2  # neither hand joints nor a forearm: no box, clamped or not
+    assert hand_boxes(no_left_box[None], FRAME, clamp)[0, 0, 2] == 0
+
+
+def test_zero_outside_box_sets_coordinates_beyond_the_box_to_0():
+    both = SETTINGS.model_copy(update={"clamp_box": True, "zero_outside_box": True})
+    clamp_only = SETTINGS.model_copy(update={"clamp_box": True})
+    # Right edge: the clamped box spans x [551, 639]; the last joint (640, 220) lies past it.
+    frame = _frame(right_hand=_square_hand(600, 200, 40, 20))
+    kept = normalize(frame[None], FRAME, clamp_only).coords[0, joints.RIGHT_HAND]
+    zeroed = normalize(frame[None], FRAME, both).coords[0, joints.RIGHT_HAND]
+    np.testing.assert_allclose(kept[20], [89 / 88, 54 / 88], atol=1e-6)
+    np.testing.assert_allclose(zeroed[20], [0, 54 / 88], atol=1e-6)
+    np.testing.assert_array_equal(zeroed[:20], kept[:20])
+    # Left edge, a joint at x = -5 (pose estimators report them): the box spans [0, 88].
+    frame = _frame(right_hand=_square_hand(-5, 200, 40, 20))
+    kept = normalize(frame[None], FRAME, clamp_only).coords[0, joints.RIGHT_HAND]
+    zeroed = normalize(frame[None], FRAME, both).coords[0, joints.RIGHT_HAND]
+    np.testing.assert_allclose(kept[0], [-5 / 88, 166 / 88 - 1.5], atol=1e-6)
+    np.testing.assert_allclose(zeroed[0], [0, 166 / 88 - 1.5], atol=1e-6)
+    assert np.all((zeroed >= 0) & (zeroed <= 1))

@@ -254,3 +254,39 @@ def test_knn_monitor_recalibrates_batchnorm_and_puts_the_training_statistics_bac
         assert len(during) == 1 and during[0] and all(count > 0 for count in during[0])
     else:
         assert during == []
+
+
+def _recording_masks(module, seen, name):
+    original = module.forward
+
+    def forward(coords, masks):
+        seen.append((name, masks))
+        return original(coords, masks)
+    module.forward = forward
+
+
+def test_the_motion_branch_reads_its_own_mask_when_the_view_has_one():
+    """augment.motion_source sequence: a view carries the motion's own mask (motion_mask), and
+    the motion encoders read it, the joint encoders the joints' mask; without it both share one."""
+    from slrpipe.data.augment import MOTION_MASK
+    from slrpipe.model.classifier import SignClassifier
+
+    torch.manual_seed(0)
+    model = Pretrainer(TINY, _settings())
+    classifier = SignClassifier(TINY, 3, ("joint", "motion"), ("hand", "trunk"), "sum")
+    seen = []
+    for name, branch in [*model.query.items(), *model.key.items()]:
+        _recording_masks(branch, seen, name)
+    for name, encoder in classifier.encoders.items():
+        _recording_masks(encoder, seen, name)
+    own = _view(seed=1)
+    own[MOTION_MASK] = {part: ~mask for part, mask in own["mask"].items()}
+    model(own, own)
+    classifier(own)
+    assert len(seen) == 6
+    for name, masks in seen:
+        assert masks is (own[MOTION_MASK] if name == "motion" else own["mask"])
+    seen.clear()
+    shared = _view(seed=2)
+    model(shared, shared)
+    assert len(seen) == 4 and all(masks is shared["mask"] for _, masks in seen)

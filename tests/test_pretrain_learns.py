@@ -33,7 +33,8 @@ def guard_params(root):
 
     raw = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     raw["dataset"].update(source="mp_data", root=str(root))
-    raw["augment"].update(frames=16, joint_mask_probability=0.0)
+    raw["augment"].update(frames=16)
+    raw["augment"]["pretrain"].update(joint_mask_probability=0.0)
     raw["pretrain"].update(epochs=EPOCHS, lr_steps=[], bank_size=64, part_bank_size=32, transfer_top_k=32,
                            knn_every=5, num_workers=0, threads=2, device="cpu")
     return parse_params(raw, REPO / "params.yaml")

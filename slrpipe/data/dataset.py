@@ -1,9 +1,11 @@
 """The training data loader: a torch Dataset over preprocess's dataset.h5.
 
 Modes:
-- `pretrain`: two independently augmented views of each sample (contrastive pretraining);
-- `train`: one augmented view and the label (fine-tuning);
-- `eval`: the whole sequence resampled to T' frames, no randomness, and the label.
+- `pretrain`: two independently augmented views of each sample (contrastive pretraining,
+  settings augment.pretrain);
+- `train`: one augmented view and the label (fine-tuning, augment.finetune);
+- `eval`: the centred augment.test_crop of the sequence resampled to T' frames, no randomness,
+  and the label.
 
 Randomness comes from a generator seeded with (seed, epoch, index), so a sample's views
 depend only on those three numbers, whatever the number of workers or the order.
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from slrpipe.data.augment import augment_view, resample, split_parts
+from slrpipe.data.augment import clean_view, training_views
 from slrpipe.data.frames import require_resolved
 from slrpipe.config import AugmentParams
 from slrpipe.engine.loop import to_device
@@ -30,15 +32,15 @@ Mode = Literal["pretrain", "train", "eval"]
 
 
 def eval_view(coords: np.ndarray, mask: np.ndarray, settings: AugmentParams) -> dict[str, dict[str, torch.Tensor]]:
-    """The model's input for one sample without augmentation: the whole sequence resampled to
-    T' frames. Training-time evaluation and `slrpipe predict` both come through here.
+    """The model's input for one sample without augmentation (augment.test_crop of it, resampled to
+    T' frames). Validation, the kNN monitor, `evaluate` and `slrpipe predict` all come through here.
 
     Coordinates go through float32 first, as dataset.h5 stores them, so a sequence prepared
     on the fly gives bit-identical tensors to the same sequence read from the file.
     """
     coords = np.asarray(coords, dtype=np.float32).astype(np.float64)
     mask = np.asarray(mask, dtype=bool)
-    return to_device(split_parts(*resample(coords, mask, 0, len(coords), settings.frames), settings.motion))
+    return to_device(clean_view(coords, mask, settings))
 
 
 class PoseDataset(Dataset):
@@ -106,14 +108,12 @@ class PoseDataset(Dataset):
         if self.mode == "eval":
             return {"view": eval_view(coords, mask, self.settings), "label": label, "index": torch.tensor(position)}
         rng = np.random.default_rng([self.seed, epoch, position])
-        count = 2 if self.mode == "pretrain" else 1
+        count, stage = (2, self.settings.pretrain) if self.mode == "pretrain" else (1, self.settings.finetune)
         # A shared flip mirrors both views or neither; an independent one mirrors one view of two
-        # against the other half the time (see augment.flip_views).
-        flipped = rng.random() < self.settings.flip_probability if self.settings.flip_views == "shared" else None
-        views = [
-            split_parts(*augment_view(coords, mask, rng, self.settings, self.left_mirrored, flipped), self.settings.motion)
-            for _ in range(count)
-        ]
+        # against the other half the time (see augment.pretrain.flip_views).
+        shared = self.mode == "pretrain" and self.settings.pretrain.flip_views == "shared"
+        flipped = rng.random() < stage.flip_probability if shared else None
+        views = training_views(coords, mask, rng, self.settings, stage, self.left_mirrored, count, flipped)
         if self.mode == "pretrain":
             return {"views": to_device(views), "label": label, "index": torch.tensor(position)}
         return {"view": to_device(views[0]), "label": label, "index": torch.tensor(position)}

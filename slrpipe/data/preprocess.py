@@ -29,11 +29,19 @@ from slrpipe.data.subsets import subset_key
 
 log = logging.getLogger(__name__)
 
-HANDS = (  # (slice of the 49 joints, trunk elbow, trunk wrist)
-    (joints.LEFT_HAND, joints.LEFT_ELBOW, joints.LEFT_WRIST),
-    (joints.RIGHT_HAND, joints.RIGHT_ELBOW, joints.RIGHT_WRIST),
+SHOULDERS = (1, 4)  # left, right shoulder in the trunk's 7 joints (joints.TRUNK_NAMES)
+HANDS = (  # (slice of the 49 joints, trunk shoulder, elbow, wrist)
+    (joints.LEFT_HAND, SHOULDERS[0], joints.LEFT_ELBOW, joints.LEFT_WRIST),
+    (joints.RIGHT_HAND, SHOULDERS[1], joints.RIGHT_ELBOW, joints.RIGHT_WRIST),
 )
-
+# The authors' fallback hand box (preprocess.fallback_box: official, METHOD.md section 9): centre
+# = wrist + 0.33 x (wrist - elbow), side = 1.1 x max(forearm, 0.9 x upper arm), only when
+# shoulder, elbow and wrist score >= 0.8 and the wrist is >= 50 px above the image's bottom.
+OFFICIAL_FALLBACK_CENTRE_RATIO = 0.33
+OFFICIAL_FALLBACK_SIDE_RATIO = 1.1
+OFFICIAL_FALLBACK_UPPER_ARM_RATIO = 0.9
+OFFICIAL_FALLBACK_MIN_SCORE = 0.8
+OFFICIAL_FALLBACK_BOTTOM_MARGIN = 50.0
 
 # Body form: one trunk unit is this many shoulder widths, with the shoulder midpoint at (0.5, 0.5).
 # Why not 1 shoulder width about 0: the model's GCN sees a masked joint as the point (0, 0), so
@@ -46,7 +54,6 @@ HANDS = (  # (slice of the 49 joints, trunk elbow, trunk wrist)
 # and the affine turn about the shoulders.
 BODY_SHOULDER_WIDTHS_PER_UNIT = 2.5
 BODY_CENTRE = 0.5
-SHOULDERS = (1, 4)  # left, right shoulder in the trunk's 7 joints (joints.TRUNK_NAMES)
 
 
 @dataclass
@@ -87,11 +94,45 @@ def trunk_transform(keypoints: np.ndarray, frame_size: tuple[int, int], settings
     return np.zeros(2), size, "frame"
 
 
-def hand_boxes(keypoints: np.ndarray, settings: PreprocessParams) -> np.ndarray:
+def fallback_boxes(keypoints: np.ndarray, arm: tuple[int, int, int], frame_size: tuple[int, int],
+                   settings: PreprocessParams) -> tuple[np.ndarray, np.ndarray]:
+    """(T, 2) centres and (T,) sides of the boxes placed along the forearm of one arm (shoulder,
+    elbow, wrist trunk indices); side 0 where the arm does not allow one (preprocess.fallback_box)."""
+    shoulder, elbow, wrist = (keypoints[:, index, :2] for index in arm)
+    scores = keypoints[:, arm, 2]
+    forearm = wrist - elbow
+    forearm_length = np.linalg.norm(forearm, axis=1)
+    if settings.fallback_box == "ours":
+        usable = (scores[:, 1:] >= settings.score_threshold).all(axis=1)
+        centre, side = wrist + settings.fallback_center_ratio * forearm, settings.fallback_side_ratio * forearm_length
+    else:
+        upper_arm_length = np.linalg.norm(elbow - shoulder, axis=1)
+        usable = ((scores >= OFFICIAL_FALLBACK_MIN_SCORE).all(axis=1)
+                  & (frame_size[1] - wrist[:, 1] >= OFFICIAL_FALLBACK_BOTTOM_MARGIN))
+        centre = wrist + OFFICIAL_FALLBACK_CENTRE_RATIO * forearm
+        side = OFFICIAL_FALLBACK_SIDE_RATIO * np.maximum(forearm_length, OFFICIAL_FALLBACK_UPPER_ARM_RATIO * upper_arm_length)
+    return centre, np.where(usable, side, 0.0)
+
+
+def clamp_boxes(boxes: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
+    """(..., 3) boxes moved into the image's pixels [0, W - 1] x [0, H - 1], their side capped at
+    min(W, H) - 1 so that they fit (preprocess.clamp_box); a box of side 0 (none) stays as it is."""
+    width, height = frame_size
+    out = boxes.copy()
+    side = np.minimum(boxes[..., 2], min(width, height) - 1)
+    half = side / 2
+    exists = boxes[..., 2] > 0
+    out[..., 0] = np.where(exists, np.clip(boxes[..., 0], half, width - 1 - half), boxes[..., 0])
+    out[..., 1] = np.where(exists, np.clip(boxes[..., 1], half, height - 1 - half), boxes[..., 1])
+    out[..., 2] = np.where(exists, side, boxes[..., 2])
+    return out
+
+
+def hand_boxes(keypoints: np.ndarray, frame_size: tuple[int, int], settings: PreprocessParams) -> np.ndarray:
     """(T, 49, 3) pixel keypoints -> (T, 2, 3) left/right square boxes (cx, cy, side); side 0 = no box."""
     boxes = np.zeros((len(keypoints), 2, 3), dtype=np.float64)
     scores = keypoints[..., 2]
-    for side_index, (hand, elbow, wrist) in enumerate(HANDS):
+    for side_index, (hand, *arm) in enumerate(HANDS):
         xy = keypoints[:, hand, :2].astype(np.float64)
         visible = scores[:, hand] > settings.crop_score_threshold
         low = np.where(visible[..., None], xy, np.inf).min(axis=1)
@@ -103,14 +144,11 @@ def hand_boxes(keypoints: np.ndarray, settings: PreprocessParams) -> np.ndarray:
         side = settings.crop_scale * extent
 
         # Too few hand joints (or all in one point): place the box along the forearm.
-        forearm_ok = (scores[:, elbow] >= settings.score_threshold) & (scores[:, wrist] >= settings.score_threshold)
-        forearm = keypoints[:, wrist, :2] - keypoints[:, elbow, :2]
-        fallback_side = settings.fallback_side_ratio * np.linalg.norm(forearm, axis=1)
-        fallback_centre = keypoints[:, wrist, :2] + settings.fallback_center_ratio * forearm
-        use_fallback = (side <= 0) & forearm_ok & (fallback_side > 0)
+        fallback_centre, fallback_side = fallback_boxes(keypoints.astype(np.float64), tuple(arm), frame_size, settings)
+        use_fallback = (side <= 0) & (fallback_side > 0)
         boxes[:, side_index, :2] = np.where(use_fallback[:, None], fallback_centre, centre)
         boxes[:, side_index, 2] = np.where(use_fallback, fallback_side, side)
-    return boxes
+    return clamp_boxes(boxes, frame_size) if settings.clamp_box else boxes
 
 
 def normalize(keypoints: np.ndarray, frame_size: tuple[int, int], settings: PreprocessParams) -> NormalizedSample:
@@ -122,8 +160,8 @@ def normalize(keypoints: np.ndarray, frame_size: tuple[int, int], settings: Prep
     trunk_origin, trunk_unit, trunk_form = trunk_transform(keypoints, frame_size, settings)
     coords[:, joints.TRUNK] = (keypoints[:, joints.TRUNK, :2] - trunk_origin) / trunk_unit
 
-    boxes = hand_boxes(keypoints, settings)
-    for side_index, (hand, _, _) in enumerate(HANDS):
+    boxes = hand_boxes(keypoints, frame_size, settings)
+    for side_index, (hand, *_) in enumerate(HANDS):
         centre, side = boxes[:, side_index, None, :2], boxes[:, side_index, None, 2:]
         has_box = side[:, 0, 0] > 0
         origin = centre - side / 2
@@ -134,6 +172,9 @@ def normalize(keypoints: np.ndarray, frame_size: tuple[int, int], settings: Prep
         mask[:, hand] &= has_box[:, None]
     if settings.mirror_left_hand:
         coords[:, joints.LEFT_HAND, 0] = 1.0 - coords[:, joints.LEFT_HAND, 0]
+    if settings.zero_outside_box:
+        for hand in (joints.LEFT_HAND, joints.RIGHT_HAND):
+            coords[:, hand] = np.where((coords[:, hand] < 0) | (coords[:, hand] > 1), 0.0, coords[:, hand])
 
     hand_found = mask[:, joints.LEFT_HAND].any(axis=1) | mask[:, joints.RIGHT_HAND].any(axis=1)
     kept = np.flatnonzero(hand_found)

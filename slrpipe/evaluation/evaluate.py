@@ -132,7 +132,7 @@ def run_evaluate(params: Params, model_path: Path, dataset_path: Path, out_dir: 
     model, meta = load_model(model_path)
     model.to(device)
     glosses = meta["glosses"]
-    test = PoseDataset(dataset_path, AugmentParams.model_validate(meta["augment"]), "eval", split="test")
+    test = PoseDataset(dataset_path, AugmentParams.from_saved(meta["augment"]), "eval", split="test")
     if len(test) == 0:
         raise SlrpipeError(f"{dataset_path} has no test samples: check preprocess.test_fraction or the dataset's split")
     if test.glosses != glosses:

@@ -131,7 +131,7 @@ class Predictor:
         # Model files from before trunk_norm existed were trained on the frame form, whatever
         # the default is now.
         self.preprocess = PreprocessParams.model_validate({"trunk_norm": "frame", **meta["preprocess"]})
-        self.augment = AugmentParams.model_validate(meta["augment"])
+        self.augment = AugmentParams.from_saved(meta["augment"])
         # Pose files carry no image size: by default that of the training recordings.
         stored = meta["dataset"]
         size = tuple(frame_size or stored["frame_size"])

@@ -13,6 +13,7 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from slrpipe.config import FinetuneParams, ModelSize, Params
+from slrpipe.data.augment import mask_of
 from slrpipe.engine.checkpoints import load_checkpoint, save_checkpoint
 from slrpipe.engine.loop import run_eval, to_device
 from slrpipe.errors import SlrpipeError
@@ -33,7 +34,7 @@ class SignClassifier(nn.Module):
         initialise(self.classifiers, size.form.init)
 
     def features(self, view: dict) -> dict[str, torch.Tensor]:
-        return {m: sum(self.encoders[m](view[m], view["mask"]).values()) for m in self.branches}
+        return {m: sum(self.encoders[m](view[m], mask_of(view, m)).values()) for m in self.branches}
 
     def classify(self, view: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Combined logits and each branch's sequence feature."""

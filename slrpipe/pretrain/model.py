@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from slrpipe.config import ModelSize, PretrainParams
+from slrpipe.data.augment import mask_of
 from slrpipe.model import SignEncoder, branches_of, initialise, parts_of
 from slrpipe.pretrain import losses
 from slrpipe.pretrain.queue import KeyQueue
@@ -111,10 +112,10 @@ class Pretrainer(nn.Module):
     def forward(self, view_q: dict, view_k: dict) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """(loss terms with "total", diagnostics of the embeddings): 0-d tensors, left on the device."""
         s = self.settings
-        query = {m: self.query[m](view_q[m], view_q["mask"]) for m in self.modalities}
+        query = {m: self.query[m](view_q[m], mask_of(view_q, m)) for m in self.modalities}
         with torch.no_grad():
             self.momentum_update()
-            key = {m: self.key[m](view_k[m], view_k["mask"]) for m in self.modalities}
+            key = {m: self.key[m](view_k[m], mask_of(view_k, m)) for m in self.modalities}
         banks = self.snapshot()
 
         # Eq. 2: InfoNCE per modality, summed over the contrasted embeddings.
@@ -152,7 +153,7 @@ class Pretrainer(nn.Module):
     def enqueue_keys(self, view: dict) -> None:
         """The key encoders' embeddings of one view batch into the banks, without a loss or an
         update (pretrain.bank_init: keys fills the banks this way before the first step)."""
-        self._enqueue({m: self.key[m](view[m], view["mask"]) for m in self.modalities})
+        self._enqueue({m: self.key[m](view[m], mask_of(view, m)) for m in self.modalities})
 
     def queues(self) -> list[KeyQueue]:
         return [queue for banks in self.banks.values() for queue in banks.values()]
@@ -160,5 +161,5 @@ class Pretrainer(nn.Module):
     @torch.no_grad()
     def features(self, view: dict) -> torch.Tensor:
         """Query encoders' sequence features f = f_hand + f_trunk, concatenated over modalities (kNN monitor)."""
-        return torch.cat([F.normalize(sum(self.query[m].encoder(view[m], view["mask"]).values()), dim=1)
+        return torch.cat([F.normalize(sum(self.query[m].encoder(view[m], mask_of(view, m)).values()), dim=1)
                           for m in self.modalities], dim=1)
