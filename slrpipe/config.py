@@ -44,6 +44,21 @@ class DatasetParams(Section):
     # holds pixels only. Pixel coordinates are scaled to / interpreted in this (width, height).
     frame_size: tuple[int, int] = Field(default=(640, 480), strict=False)
     fps: float = Field(default=30.0, gt=0)
+    # false: recordings without glosses (any folder of videos or pose files the source can read;
+    # folder names are ignored). They only join the pretraining corpus: every sample is a
+    # training sample without a label, never fine-tuned on, evaluated or used by the kNN monitor.
+    labelled: bool = True
+    # The splits whose samples join the pretraining corpus when this dataset is in
+    # pretrain.corpus: train, or train and val (the authors' code for WLASL and MS-ASL,
+    # METHOD.md section 9). Never test: a target's test samples stay out of pretraining.
+    pretrain_splits: tuple[Literal["train", "val"], ...] = Field(default=("train",), strict=False)
+
+    @field_validator("pretrain_splits")
+    @classmethod
+    def _some_split(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if "train" not in value:
+            raise ValueError("must include train")
+        return tuple(sorted(set(value), key=("train", "val").index))
 
     @field_validator("frame_size")
     @classmethod
@@ -195,6 +210,14 @@ class PretrainParams(Section):
     """Dual-branch contrastive pretraining (METHOD.md section 6). Paper's form by default;
     each `# authors:` comment names the switch that gives the authors' code's form."""
 
+    # The datasets (names under `datasets:`) whose training samples pretraining reads, as one
+    # corpus (the paper: the union of all four datasets' training sets).
+    corpus: tuple[str, ...] = Field(default=(), strict=False)
+    # Table VI: this fraction of each member's corpus samples, seeded (seed below) and nested
+    # (the 0.25 subset lies inside the 0.5 one). 0 = no pretraining: fine-tuning starts from
+    # random initialisation, as protocol scratch.
+    corpus_fraction: float = Field(default=1.0, ge=0, le=1)
+
     # Ablations (Tables VII-XI): which branches, parts and loss terms are trained.
     branches: Literal["both", "joint", "motion"] = "both"
     parts: Literal["both", "hand", "trunk"] = "both"
@@ -268,6 +291,8 @@ class Schedule(Section):
 class FinetuneParams(Section):
     """Downstream training (METHOD.md section 7)."""
 
+    # The datasets (names under `datasets:`, labelled) fine-tuned and evaluated, each on its own.
+    targets: tuple[str, ...] = Field(default=(), strict=False)
     # finetune: all weights train from the pretrained query encoders; linear: encoders frozen;
     # semi: like finetune, on a saved label subset; scratch: same model, random initialisation.
     protocol: Literal["finetune", "linear", "semi", "scratch"] = "finetune"
@@ -351,8 +376,18 @@ class EvaluateParams(Section):
     bootstrap_seed: int = 0
 
 
+DatasetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+
+# The old single-dataset layout, and how to write it now (dvc.yaml reads `datasets` itself, so
+# an old file cannot be converted in memory: DVC would not see the converted names).
+OLD_LAYOUT = ("the single `dataset:` section is now `datasets:` with a name per dataset: rename `dataset:` to "
+              "`datasets:`, indent its keys under a name of your choice (e.g. `mydata:`), and add "
+              "`corpus: [mydata]` under pretrain and `targets: [mydata]` under finetune (README, \"The corpus\")")
+
+
 class Params(Section):
-    dataset: DatasetParams
+    # Every dataset of the project, by name: the one list stages, dvc.yaml and the report use.
+    datasets: dict[DatasetName, DatasetParams]
     extract: ExtractParams = ExtractParams()
     preprocess: PreprocessParams = PreprocessParams()
     augment: AugmentParams = AugmentParams()
@@ -360,6 +395,19 @@ class Params(Section):
     pretrain: PretrainParams = PretrainParams()
     finetune: FinetuneParams = FinetuneParams()
     evaluate: EvaluateParams = EvaluateParams()
+
+    def dataset(self, name: str | None = None) -> DatasetParams:
+        """The dataset called `name`; None = the only one (an error when there are several)."""
+        return self.datasets[self.dataset_name(name)]
+
+    def dataset_name(self, name: str | None = None) -> str:
+        if name is None:
+            if len(self.datasets) != 1:
+                raise ParamsError(f"params name {len(self.datasets)} datasets ({', '.join(self.datasets)}): say which one (--dataset NAME)")
+            return next(iter(self.datasets))
+        if name not in self.datasets:
+            raise ParamsError(f"no dataset {name!r} under datasets: (has {', '.join(self.datasets)})")
+        return name
 
 
 def _format_error(error: ValidationError, source: Path) -> str:
@@ -374,6 +422,8 @@ def _format_error(error: ValidationError, source: Path) -> str:
 def parse_params(data: object, source: Path = DEFAULT_PARAMS) -> Params:
     if not isinstance(data, dict):
         raise ParamsError(f"{source}: expected a mapping of sections at the top level")
+    if "dataset" in data:
+        raise ParamsError(f"{source}: dataset: {OLD_LAYOUT}")
     try:
         params = Params.model_validate(data)
     except ValidationError as error:
@@ -387,11 +437,11 @@ def parse_params(data: object, source: Path = DEFAULT_PARAMS) -> Params:
             if not 1 <= step < schedule.epochs:
                 raise ParamsError(f"{source}: {key}.lr_steps: step {step} is not within 1..{schedule.epochs - 1} ({key}.epochs is "
                                   f"{schedule.epochs}): the lr drops after that many epochs, so a step must come before the last")
+    _check_names(params, source)
     # Resolve relative paths against the params file's folder, so stages run from anywhere.
     base = source.resolve().parent
-    dataset = params.dataset
-    if not dataset.root.is_absolute():
-        dataset = dataset.model_copy(update={"root": base / dataset.root})
+    datasets = {name: d if d.root.is_absolute() else d.model_copy(update={"root": base / d.root})
+                for name, d in params.datasets.items()}
     if params.evaluate.fusion_scores is not None and not params.evaluate.fusion_scores.is_absolute():
         params = params.model_copy(update={"evaluate": params.evaluate.model_copy(
             update={"fusion_scores": base / params.evaluate.fusion_scores})})
@@ -403,7 +453,26 @@ def parse_params(data: object, source: Path = DEFAULT_PARAMS) -> Params:
     }
     if updates:
         extract = extract.model_copy(update=updates)
-    return params.model_copy(update={"dataset": dataset, "extract": extract})
+    return params.model_copy(update={"datasets": datasets, "extract": extract})
+
+
+def _check_names(params: Params, source: Path) -> None:
+    """pretrain.corpus and finetune.targets name datasets that exist; a target has labels."""
+    if not params.datasets:
+        raise ParamsError(f"{source}: datasets: name at least one dataset")
+    known = ", ".join(params.datasets)
+    for key, names in (("pretrain.corpus", params.pretrain.corpus), ("finetune.targets", params.finetune.targets)):
+        if not names:
+            raise ParamsError(f"{source}: {key}: name at least one of the datasets ({known})")
+        for name in names:
+            if name not in params.datasets:
+                raise ParamsError(f"{source}: {key}: {name!r} is not under datasets: (has {known})")
+        if len(set(names)) != len(names):
+            raise ParamsError(f"{source}: {key}: a dataset is named twice")
+    for name in params.finetune.targets:
+        if not params.datasets[name].labelled:
+            raise ParamsError(f"{source}: finetune.targets: {name!r} has datasets.{name}.labelled: false; "
+                              "unlabelled recordings can only join pretrain.corpus")
 
 
 def load_params(path: Path = DEFAULT_PARAMS) -> Params:

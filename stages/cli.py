@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from stages import evaluate, extract, finetune, inputs, predict, preprocess, pretrain, report, show
+from stages import corpus, evaluate, extract, finetune, inputs, predict, preprocess, pretrain, report, show
 from stages.common import user_errors
 
 app = typer.Typer(
@@ -19,6 +19,7 @@ app.command("inputs")(inputs.inputs)
 app.command("extract")(extract.extract)
 app.command("extract-merge")(extract.extract_merge)
 app.command("preprocess")(preprocess.preprocess)
+app.command("corpus")(corpus.corpus)
 app.command("pretrain")(pretrain.pretrain)
 app.command("finetune")(finetune.finetune)
 app.command("evaluate")(evaluate.evaluate)

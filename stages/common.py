@@ -27,6 +27,17 @@ def in_project(params: Path, given: Path | None, default: Path) -> Path:
     return given if given is not None else params.parent / default
 
 
+def only_file(pattern: str, what: str, hint: str) -> Path:
+    """The one file matching `pattern` (a glob from the current folder), for a command's default input."""
+    from slrpipe.errors import SlrpipeError
+
+    found = sorted(Path().glob(pattern))
+    if len(found) != 1:
+        which = f"{len(found)} ({', '.join(p.as_posix() for p in found)})" if found else "none"
+        raise SlrpipeError(f"{what}: {pattern} matches {which}: {hint}")
+    return found[0]
+
+
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -54,3 +65,21 @@ def standalone(command: Callable) -> Callable[[], None]:
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command()(command)
     return app
+
+
+DatasetOption = typer.Option(None, "--dataset", help="Which of params.yaml's datasets (a name under datasets:); "
+                                                     "may be left out when there is only one.")
+TargetOption = typer.Option(None, "--dataset", help="Which of finetune.targets; may be left out when there is only one.")
+
+
+def target_name(targets: tuple[str, ...], given: str | None) -> str:
+    """`given`, which must be one of finetune.targets, or else the only target."""
+    from slrpipe.errors import ParamsError
+
+    if given is None:
+        if len(targets) != 1:
+            raise ParamsError(f"finetune.targets names {len(targets)} datasets ({', '.join(targets)}): say which one (--dataset NAME)")
+        return targets[0]
+    if given not in targets:
+        raise ParamsError(f"{given!r} is not one of finetune.targets ({', '.join(targets)})")
+    return given

@@ -4,14 +4,14 @@ import os
 import numpy as np
 import pytest
 
-from slrpipe.config import parse_params
+from slrpipe.config import DatasetParams, parse_params
 from slrpipe.errors import SlrpipeError
 from slrpipe.pose.manifest import KIND_MMPOSE_JSON, KIND_MP_FRAMES, KIND_MP_SEQUENCE, KIND_VIDEO, read_manifest_csv, write_manifest_csv
 from slrpipe.pose.sources import build_manifest
 
 
 def _manifest(source, root, **dataset):
-    return build_manifest(parse_params({"dataset": {"source": source, "root": str(root), **dataset}}).dataset)
+    return build_manifest(DatasetParams(source=source, root=root, **dataset))
 
 
 def test_ksl13_sessions_become_signers(shared):
@@ -150,7 +150,7 @@ def test_manifest_csv_paths_naming_no_file_are_bad_rows(tmp_path):
     from slrpipe.pose.skipped import read_report
 
     np.save(tmp_path / "seq.npy", np.random.default_rng(0).random((10, 258)))
-    params = parse_params({"dataset": {"source": "manifest", "root": str(tmp_path / "list.csv")}, "extract": {"max_bad_fraction": 0.9}})
+    params = parse_params(layout({"dataset": {"source": "manifest", "root": str(tmp_path / "list.csv")}, "extract": {"max_bad_fraction": 0.9}}))
     result = run_extract(params, tmp_path / "out", None)
     assert result.extracted == 1 and read_report(tmp_path / "out" / "extract_report.csv") == manifest.problems
     with pytest.raises(SlrpipeError, match=r"6 of 7 samples are bad \(86% > extract.max_bad_fraction 50%\)"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Collection
 from typing import Any, Literal
 
 import numpy as np
@@ -49,11 +50,17 @@ class PoseDataset(Dataset):
         split: str | None = None,
         subset: str | None = None,
         seed: int = 0,
+        only_ids: Collection[str] | None = None,
+        rng_offset: int = 0,
     ) -> None:
+        """`only_ids`: only these samples (a pretraining corpus's choice). `rng_offset` is added
+        to a sample's position in its random draws, so the members of a corpus, each its own
+        PoseDataset, draw as one dataset would (member k starts where member k - 1 ends)."""
         self.path = Path(path)
         self.settings = settings
         self.mode = mode
         self.seed = seed
+        self.rng_offset = rng_offset
         self.epoch = 0
         if not self.path.is_file():
             raise SlrpipeError(f"{self.path} not found: run the preprocess stage first (dvc repro preprocess)")
@@ -64,7 +71,15 @@ class PoseDataset(Dataset):
             self.glosses: list[str] = dataset.attr("glosses")
             self.left_mirrored = bool(dataset.attr("preprocess")["mirror_left_hand"])
             subsets: dict[str, list[str]] = dataset.attr("label_subsets")
+            labelled = bool(dataset.attr("labelled", True))
+        # An unlabelled dataset's samples have no label (-1): only pretraining may read them.
+        if not labelled and mode != "pretrain":
+            raise SlrpipeError(f"{self.path} holds unlabelled recordings (datasets.<name>.labelled: false): they only "
+                               "serve pretraining, never fine-tuning, evaluation or the kNN monitor")
         chosen = range(len(sample_ids)) if split is None else [i for i, s in enumerate(splits) if s == split]
+        if only_ids is not None:
+            wanted = set(only_ids)
+            chosen = [i for i in chosen if sample_ids[i] in wanted]
         if subset is not None:
             if subset not in subsets:
                 raise SlrpipeError(f"label subset {subset!r} not in {self.path} (has {', '.join(subsets) or 'none'})")
@@ -103,7 +118,7 @@ class PoseDataset(Dataset):
         label = torch.tensor(self.labels[self.indices[position]])
         if self.mode == "eval":
             return {"view": eval_view(coords, mask, self.settings), "label": label, "index": torch.tensor(position)}
-        rng = np.random.default_rng([self.seed, epoch, position])
+        rng = np.random.default_rng([self.seed, epoch, self.rng_offset + position])
         count = 2 if self.mode == "pretrain" else 1
         # A shared flip mirrors both views or neither; an independent one mirrors one view of two
         # against the other half the time (see augment.flip_views).

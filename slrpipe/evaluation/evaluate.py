@@ -101,7 +101,9 @@ def _subsets(source: str, glosses: list[str], labels: np.ndarray) -> dict[str, n
     return {name: names == name for name in ("confusing", "normal") if np.any(names == name)}
 
 
-def run_evaluate(params: Params, model_path: Path, dataset_path: Path, out_dir: Path) -> EvaluateResult:
+def run_evaluate(params: Params, model_path: Path, dataset_path: Path, out_dir: Path, name: str | None = None) -> EvaluateResult:
+    """Score the test split of dataset `name` (None: the only one), preprocessed into `dataset_path`."""
+    source = params.dataset(name).source
     settings = params.evaluate
     device = resolve_device(settings.device)
     model, meta = load_model(model_path)
@@ -116,7 +118,7 @@ def run_evaluate(params: Params, model_path: Path, dataset_path: Path, out_dir: 
     ks = [k for k in settings.topk if k <= len(glosses)]
     for k in sorted(set(settings.topk) - set(ks)):
         log.warning("top-%d left out: the model has only %d classes", k, len(glosses))
-    metrics = evaluate(scores, labels, ks, _subsets(params.dataset.source, glosses, labels))
+    metrics = evaluate(scores, labels, ks, _subsets(source, glosses, labels))
     if settings.fusion_scores is not None:
         other_ids, other_scores = read_scores_csv(settings.fusion_scores, glosses)
         fused = fuse(test.sample_ids, scores, other_ids, other_scores, settings.fusion_normalize)

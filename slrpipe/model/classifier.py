@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from slrpipe.config import FinetuneParams, ModelSize, Params
+from slrpipe.config import DatasetParams, FinetuneParams, ModelSize, Params
 from slrpipe.engine.checkpoints import load_checkpoint, save_checkpoint
 from slrpipe.engine.loop import run_eval, to_device
 from slrpipe.errors import SlrpipeError
@@ -78,9 +78,10 @@ def build_classifier(size: ModelSize, classes: int, settings: FinetuneParams) ->
     return SignClassifier(size, classes, branches_of(settings.branches), parts_of(settings.parts), settings.combine)
 
 
-def save_model(path: Path, model: SignClassifier, params: Params, glosses: list[str], preprocess: dict,
-               selected: dict) -> None:
-    """The deployable model file: weights plus everything needed to prepare new inputs the same way."""
+def save_model(path: Path, model: SignClassifier, params: Params, dataset: DatasetParams, glosses: list[str],
+               preprocess: dict, selected: dict) -> None:
+    """The deployable model file: weights plus everything needed to prepare new inputs the same way
+    (`dataset`: the one it was trained on, whose frame size and rate pose-file inputs default to)."""
     save_checkpoint({
         "format": MODEL_FORMAT,
         "model": model.state_dict(),
@@ -89,7 +90,7 @@ def save_model(path: Path, model: SignClassifier, params: Params, glosses: list[
         "glosses": list(glosses),
         "preprocess": preprocess,
         "augment": params.augment.model_dump(mode="json"),
-        "dataset": {"frame_size": list(params.dataset.frame_size), "fps": params.dataset.fps},
+        "dataset": {"frame_size": list(dataset.frame_size), "fps": dataset.fps},
         "epoch": selected["epoch"],
         "selected": selected,  # how this epoch was chosen (finetune.select)
     }, path)

@@ -59,9 +59,11 @@ def referenced_outside_root(dataset: DatasetParams) -> tuple[list[str], int]:
     return sorted({path for path in named if _outside_root(dataset, path)}), len(named)
 
 
-def run_inputs(params: Params, out_path: Path) -> InputsResult:
-    paths, samples = referenced_outside_root(params.dataset)
-    folder = dataset_folder(params.dataset)
+def run_inputs(params: Params, out_path: Path, name: str | None = None) -> InputsResult:
+    """Digests of the files dataset `name` (None: the only one) references outside its root."""
+    dataset = params.dataset(name)
+    paths, samples = referenced_outside_root(dataset)
+    folder = dataset_folder(dataset)
     # Hashing reads files: threads overlap the reads (hashlib releases the GIL).
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         digests = list(pool.map(lambda path: path_digest(folder / path), paths))

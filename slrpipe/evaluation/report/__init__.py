@@ -12,6 +12,7 @@ import logging
 import os
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -21,11 +22,11 @@ import pandas as pd
 from slrpipe.config import Params
 from slrpipe.errors import SlrpipeError
 from slrpipe.evaluation.report.figures import BRANCHES, CURVES_PNG, TSNE_PNG, plot_curves, plot_tsne
-from slrpipe.evaluation.report.render import markdown_table, missing_why, render_markdown
-from slrpipe.evaluation.report.tables import Inputs, accuracies, compare, paper_results, results_csv
+from slrpipe.evaluation.report.render import markdown_table, missing_why, render_page, render_target
+from slrpipe.evaluation.report.tables import Inputs, accuracies, compare, dataset_label, paper_results, results_csv
 from slrpipe.h5io import write_text_atomic
 
-__all__ = ["Inputs", "markdown_table", "read_inputs", "run_report"]
+__all__ = ["Inputs", "TargetDirs", "markdown_table", "read_inputs", "run_report", "run_reports"]
 log = logging.getLogger(__name__)
 PER_CLASS = "per_class.csv"
 PER_SIGNER = "per_signer.csv"
@@ -137,25 +138,53 @@ def read_inputs(eval_dir: Path, preprocess_dir: Path, live_dirs: dict[str, Path]
                   per_signer)
 
 
-def run_report(params: Params, eval_dir: Path, preprocess_dir: Path, live_dirs: dict[str, Path], out_dir: Path) -> Path:
-    """Write results.md, results.csv and the figures into `out_dir`; returns the results.md path."""
-    inputs = read_inputs(eval_dir, preprocess_dir, live_dirs)
+@dataclass(frozen=True)
+class TargetDirs:
+    """Where one target's evaluate, preprocess and dvclive outputs are."""
+
+    eval_dir: Path
+    preprocess_dir: Path
+    live_dirs: dict[str, Path]  # "pretrain" / "finetune" -> a dvclive folder
+
+
+def _target(params: Params, dirs: TargetDirs, out_dir: Path, figures: str) -> tuple[str, pd.DataFrame]:
+    """One target's sections and results.csv rows; its figures go to `out_dir/figures/` (named `figures`/...)."""
+    inputs = read_inputs(dirs.eval_dir, dirs.preprocess_dir, dirs.live_dirs)
     acc = accuracies(inputs.metrics)
     comparison = compare(params, acc, paper_results())
     missing = missing_why(params, inputs.missing_curves)
     names = dict(enumerate(inputs.glosses or [])) | dict(zip(inputs.per_class.label.tolist(), inputs.per_class.gloss))
-    why = {TSNE_PNG: plot_tsne(out_dir / TSNE_PNG, inputs.embeddings, inputs.labels, names),
-           CURVES_PNG: None if inputs.curves else "neither pretraining nor fine-tuning curves were found"}
+    tsne, curves = (f"{figures}/{Path(name).name}" for name in (TSNE_PNG, CURVES_PNG))
+    why = {tsne: plot_tsne(out_dir / tsne, inputs.embeddings, inputs.labels, names),
+           curves: None if inputs.curves else "neither pretraining nor fine-tuning curves were found"}
     if inputs.curves:
         drops = {stage: [m for m in s.lr_steps if 0 < m < s.epochs]
                  for stage, s in (("pretrain", params.pretrain), ("finetune", params.finetune.schedule))}
-        plot_curves(out_dir / CURVES_PNG, inputs.curves, missing, drops, params.pretrain.contrast_chance)
+        plot_curves(out_dir / curves, inputs.curves, missing, drops, params.pretrain.contrast_chance)
     for figure, reason in why.items():
         if reason is not None:  # no stale figure from an earlier run next to this report
             (out_dir / figure).unlink(missing_ok=True)
+    link = Path(os.path.relpath(dirs.eval_dir / PER_CLASS, out_dir)).as_posix()
+    return render_target(params, inputs, acc, comparison, why, missing, link), results_csv(params, acc, comparison)
+
+
+def run_report(params: Params, eval_dir: Path, preprocess_dir: Path, live_dirs: dict[str, Path], out_dir: Path,
+               corpus: dict | None = None) -> Path:
+    """results.md for the only target (params with one dataset): see run_reports."""
+    return run_reports(params, {params.dataset_name(): TargetDirs(eval_dir, preprocess_dir, live_dirs)}, corpus, out_dir)
+
+
+def run_reports(params: Params, targets: dict[str, TargetDirs], corpus: dict | None, out_dir: Path) -> Path:
+    """Write results.md (the pretraining corpus, then a section per target), results.csv (every
+    target's rows) and the figures (figures/, or figures/<target>/ with several) into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    link = Path(os.path.relpath(eval_dir / PER_CLASS, out_dir)).as_posix()
+    sections, tables = {}, []
+    for name, dirs in targets.items():
+        focused = params.model_copy(update={"datasets": {name: params.datasets[name]}})
+        text, table = _target(focused, dirs, out_dir, "figures" if len(targets) == 1 else f"figures/{name}")
+        sections[dataset_label(focused)] = text
+        tables.append(table)
     path = out_dir / "results.md"
-    write_text_atomic(path, render_markdown(params, inputs, acc, comparison, why, missing, link))
-    write_text_atomic(out_dir / "results.csv", results_csv(params, acc, comparison).to_csv(index=False, lineterminator="\n"))
+    write_text_atomic(path, render_page(params, sections, corpus))
+    write_text_atomic(out_dir / "results.csv", pd.concat(tables).to_csv(index=False, lineterminator="\n"))
     return path

@@ -51,4 +51,14 @@ def build_manifest(dataset: DatasetParams) -> Manifest:
     folder = dataset_folder(dataset)
     rows = [replace(row, path=relative_path(row.path, folder)) for row in rows]
     problems = [replace(problem, path=relative_path(problem.path, folder)) for problem in problems]
-    return finalize(rows, problems)
+    manifest = finalize(rows, problems)
+    if not dataset.labelled:
+        manifest = unlabelled(manifest)
+    return manifest
+
+
+def unlabelled(manifest: Manifest) -> Manifest:
+    """The manifest of recordings without glosses: whatever the folders are called, no sample has
+    a gloss or label (-1), and every one is a training sample (they only serve pretraining)."""
+    rows = [replace(row, gloss="", label=-1, split="train") for row in manifest.rows]
+    return Manifest(rows=rows, glosses=[], problems=manifest.problems)
