@@ -30,7 +30,7 @@ def test_wrong_dataset_path_ends_with_one_clear_line(tmp_path):
     params.write_text(yaml.safe_dump(layout({"dataset": {"source": "mp_data", "root": "nowhere"}})))
     result = runner.invoke(app, ["extract", "--params", str(params), "--out-dir", str(tmp_path / "out")])
     assert result.exit_code == 1
-    assert result.output.strip() == f"error: dataset.root {tmp_path / 'nowhere'} is not a folder"
+    assert result.output.strip() == f"error: datasets.ksl.root {tmp_path / 'nowhere'} is not a folder"
 
 
 def test_stage_module_runs_standalone(ksl_small, tmp_path):

@@ -8,10 +8,11 @@ from slrpipe.config import DatasetParams, parse_params
 from slrpipe.errors import SlrpipeError
 from slrpipe.pose.manifest import KIND_MMPOSE_JSON, KIND_MP_FRAMES, KIND_MP_SEQUENCE, KIND_VIDEO, read_manifest_csv, write_manifest_csv
 from slrpipe.pose.sources import build_manifest
+from tests.conftest import layout
 
 
 def _manifest(source, root, **dataset):
-    return build_manifest(DatasetParams(source=source, root=root, **dataset))
+    return build_manifest(DatasetParams(source=source, root=root, **dataset), "mine")
 
 
 def test_ksl13_sessions_become_signers(shared):
@@ -76,9 +77,10 @@ def test_mmpose_json_folder(shared):
 
 
 def test_missing_root_and_empty_root(tmp_path):
-    with pytest.raises(SlrpipeError, match="dataset.root .* is not a folder"):
+    # The params key of the dataset's root is named, so a project of several datasets says which.
+    with pytest.raises(SlrpipeError, match=r"^datasets\.mine\.root .* is not a folder"):
         _manifest("video_folder", tmp_path / "absent")
-    with pytest.raises(SlrpipeError, match="no video files found"):
+    with pytest.raises(SlrpipeError, match=r"^datasets\.mine\.root .*no video files found"):
         _manifest("video_folder", tmp_path)
 
 

@@ -352,8 +352,9 @@ def _finish(out_dir: Path, result: ExtractResult, limit: float) -> None:
 def run_extract(params: Params, out_dir: Path, cache_dir: Path | None, shard: Shard | None = None,
                 name: str | None = None) -> ExtractResult:
     """Extract every sample (or one shard of them) of dataset `name` (None: the only one) into `out_dir`."""
-    dataset = params.dataset(name)
-    manifest = build_manifest(dataset)
+    name = params.dataset_name(name)
+    dataset = params.datasets[name]
+    manifest = build_manifest(dataset, name)
     rows = shard.select(manifest.rows) if shard else manifest.rows
     # Problems found while reading the annotations belong to the shard that owns them too.
     source_problems = [p for i, p in enumerate(manifest.problems) if shard is None or i % shard.count == shard.index]
@@ -382,8 +383,9 @@ def run_extract(params: Params, out_dir: Path, cache_dir: Path | None, shard: Sh
 
 def merge_shards(params: Params, out_dir: Path, count: int, name: str | None = None) -> ExtractResult:
     """Join the files of `count` shards of dataset `name` into the stage's outputs, in manifest order."""
-    dataset = params.dataset(name)
-    manifest = build_manifest(dataset)
+    name = params.dataset_name(name)
+    dataset = params.datasets[name]
+    manifest = build_manifest(dataset, name)
     keep_wholebody = params.extract.keep_wholebody
     shard_files = []
     problems: list[Problem] = []

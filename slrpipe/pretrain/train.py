@@ -111,8 +111,6 @@ def run_pretrain(params: Params, corpus: Corpus | Path, out_dir: Path, live_dir:
     """Pretrain on `corpus` (a dataset.h5 path: that dataset's training split) for
     params.pretrain.epochs (or `epochs`, to stop early as if interrupted)."""
     settings = params.pretrain
-    if isinstance(corpus, Path):
-        corpus = Corpus.of_file(corpus)
     if settings.corpus_fraction == 0:
         return _no_pretraining(out_dir, live_dir)
     runtime = start(settings.device, settings.threads, settings.num_workers)
@@ -134,9 +132,11 @@ def _no_pretraining(out_dir: Path, live_dir: Path | None) -> PretrainResult:
     return PretrainResult(0, {}, out_dir / CHECKPOINT)
 
 
-def _train(params: Params, corpus: Corpus, out_dir: Path, live_dir: Path | None, resume: bool,
+def _train(params: Params, corpus: Corpus | Path, out_dir: Path, live_dir: Path | None, resume: bool,
            runtime: Runtime, stop_after: int | None) -> PretrainResult:
     settings = params.pretrain
+    if isinstance(corpus, Path):
+        corpus = Corpus.of_file(corpus)
     torch.manual_seed(settings.seed)
     dataset = corpus.dataset(params.augment, "pretrain", settings.seed)
     if len(dataset) == 0:

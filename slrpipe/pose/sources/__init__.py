@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from slrpipe.config import DatasetParams
+from slrpipe.errors import RootError
 from slrpipe.pose.manifest import KIND_MMPOSE_JSON, KIND_VIDEO, Manifest, finalize
 from slrpipe.pose.sources import local, official
 
@@ -30,7 +31,15 @@ def relative_path(path: str, folder: Path) -> str:
         return path
 
 
-def build_manifest(dataset: DatasetParams) -> Manifest:
+def build_manifest(dataset: DatasetParams, name: str | None = None) -> Manifest:
+    """Every sample of `dataset` (the one called `name` under datasets:, for error messages)."""
+    try:
+        return _build_manifest(dataset)
+    except RootError as error:
+        raise RootError(f"datasets.{name or '<name>'}.root {error}") from None
+
+
+def _build_manifest(dataset: DatasetParams) -> Manifest:
     root = dataset.root
     if dataset.source == "wlasl":
         rows, problems = official.read_wlasl(root, dataset.num_classes)
