@@ -18,6 +18,7 @@ from slrpipe.errors import SlrpipeError
 from slrpipe.evaluation.report import markdown_table, read_inputs, run_report
 from slrpipe.evaluation.report.figures import tsne_2d, tsne_perplexity
 from slrpipe.evaluation.report.render import NO_PUBLISHED, schedule, selection_text
+from tests.conftest import one_dataset
 from slrpipe.evaluation.report.tables import (accuracies, best_and_worst, intervals, paper_dataset, paper_results,
                                               run_table)
 
@@ -25,8 +26,9 @@ GLOSSES = ["bad", "do it", "don't", "follow me", "glad", "good", "hate", "i'm fi
 METRICS = {"per_instance": {"top1": 0.423077, "top5": 0.884615}, "per_class": {"top1": 0.401389, "top5": 0.875}}
 
 
-def make_params(tmp_path: Path, source: str = "msasl", num_classes: int | None = 100, **sections: dict):
-    data = {"dataset": {"source": source, "root": str(tmp_path / "data"), "num_classes": num_classes}, **sections}
+def make_params(tmp_path: Path, source: str = "msasl", num_classes: int | None = 100, name: str = "data", **sections: dict):
+    """Params with the one dataset `name` (the corpus and the only target)."""
+    data = one_dataset({"source": source, "root": str(tmp_path / "data"), "num_classes": num_classes}, name, **sections)
     return parse_params(data, tmp_path / "params.yaml")
 
 
@@ -154,7 +156,7 @@ def test_msasl_finetune_beside_table_one(msasl):
     assert "official split" in text and "train 77, val 26, test 25" in text
     assert "Pretraining | 150 epochs" in text
     block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
-    assert yaml.safe_load(block)["dataset"]["num_classes"] == 100
+    assert yaml.safe_load(block)["datasets"]["data"]["num_classes"] == 100
     assert "(figures/tsne.png)" in text and "(figures/curves.png)" in text
 
 
@@ -194,7 +196,7 @@ def test_fused_metrics_show_ours_plus_r(tmp_path):
 
 
 def test_dataset_not_in_the_paper(tmp_path):
-    params = make_params(tmp_path, "mp_data", None, preprocess={"split": "signer", "seed": 3})
+    params = make_params(tmp_path, "mp_data", None, "ksl13", preprocess={"split": "signer", "seed": 3})
     path, text = render(tmp_path, params)
     assert f"{NO_PUBLISHED}:" in text
     assert "| all test samples | 42.31 | 88.46 | 40.14 | 87.50 |" in text
@@ -202,7 +204,8 @@ def test_dataset_not_in_the_paper(tmp_path):
     assert "split by signer" in text.replace("seeded split by signer", "split by signer") and "seed 3" in text
     rows = csv_rows(path.parent / "results.csv")
     assert {r["source"] for r in rows} == {"this run"}
-    assert {r["dataset"] for r in rows} == {"data"}  # the dataset folder's name
+    assert {r["dataset"] for r in rows} == {"ksl13"}  # its name under datasets:
+    assert text.startswith("# Results: ksl13, protocol finetune")
 
 
 def test_semi_protocol_uses_table_five(tmp_path):
@@ -302,12 +305,13 @@ def test_stage_command(tmp_path):
     from stages.common import standalone
     from stages.report import report
 
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"dataset": {"source": "mp_data", "root": "data"}}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(one_dataset({"source": "mp_data", "root": "data"}, "ksl")))
     runner = CliRunner()
     missing = runner.invoke(standalone(report), ["--params", str(tmp_path / "params.yaml"), "--eval-dir", str(tmp_path / "none")])
     assert missing.exit_code == 1 and "run `dvc repro evaluate`" in missing.output
-    write_eval(tmp_path / "eval")
-    write_preprocess(tmp_path / "pre")
+    assert str(tmp_path / "none" / "ksl" / "metrics.json") in missing.output  # the target's own folder
+    write_eval(tmp_path / "eval" / "ksl")
+    write_preprocess(tmp_path / "pre" / "ksl")
     result = runner.invoke(standalone(report), ["--params", str(tmp_path / "params.yaml"), "--eval-dir", str(tmp_path / "eval"),
                                                 "--preprocess-dir", str(tmp_path / "pre"), "--live-dir", str(tmp_path / "live"),
                                                 "--out-dir", str(tmp_path / "out")])
