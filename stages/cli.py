@@ -31,16 +31,19 @@ app.command("show")(show.show)
 @app.command("preset")
 def preset(
     name: str = typer.Argument(None, help="Preset to apply; leave out to list them."),
-    root: Path = typer.Option(None, help="The dataset folder (or manifest CSV) for a paper preset."),
+    root: list[str] = typer.Option([], help="A dataset folder (or manifest CSV) for a paper preset: PATH when it names "
+                                            "one dataset, NAME=PATH for each of several (paper: msasl, wlasl, nmfs_csl, slr500)."),
     params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameters file to update."),
 ) -> None:
-    """Write a paper recipe (wlasl100, msasl1000, nmfs_csl, ...) or the demo settings into params.yaml."""
-    from slrpipe.presets import apply_preset, presets
+    """Write a paper recipe (paper: the four-dataset corpus; wlasl100, msasl1000, nmfs_csl, ...: one
+    dataset) or the demo settings into params.yaml."""
+    from slrpipe.presets import apply_preset, dataset_entries, presets
 
     if name is None:
         for preset_name, values in presets().items():
-            typer.echo(f"{preset_name:<10} {values.get('dataset.source')}, model {values.get('model.size')}, "
-                       f"{values.get('pretrain.epochs')} pretraining epochs")
+            typer.echo(f"{preset_name:<10} datasets {', '.join(dataset_entries(values))}; "
+                       f"corpus {', '.join(values.get('pretrain.corpus', []))}, targets {', '.join(values.get('finetune.targets', []))}; "
+                       f"model {values.get('model.size')}, {values.get('pretrain.epochs')} pretraining epochs")
         return
     with user_errors():
         changed = apply_preset(params, name, root)
