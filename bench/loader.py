@@ -1,6 +1,6 @@
 """Benchmark of the pretraining loader: samples per second and peak memory.
 
-Run by hand:  python bench/loader.py [--dataset data/preprocess/dataset.h5] [--batches 40]
+Run by hand:  python bench/loader.py [--dataset data/preprocess/ksl13/dataset.h5] [--batches 40]
 
 Two views per sample, joint + motion per part, batch 64, as pretraining consumes them; with
 the work in the main process on one core (num_workers 0, one torch thread) and in two worker
@@ -46,7 +46,7 @@ def measure(dataset: PoseDataset, workers: int, batches: int, batch_size: int) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", type=Path, default=Path("data/preprocess/dataset.h5"))
+    parser.add_argument("--dataset", type=Path, default=Path("data/preprocess/ksl13/dataset.h5"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=64)

@@ -15,11 +15,12 @@ from slrpipe.errors import SlrpipeError
 ParamsOption = typer.Option(Path("params.yaml"), "--params", help="Parameters file.", dir_okay=False)
 
 
-def ProjectPathOption(default: Path, help: str):  # noqa: N802 - builds a typer default, like typer.Option
+def ProjectPathOption(default: Path, help: str, *names: str):  # noqa: N802 - builds a typer default, like typer.Option
     """An input or output path option whose default lies under the project (the params file's
     folder), so `cd elsewhere && slrpipe STAGE --params path/params.yaml` reads and writes the
-    project's files. A path given on the command line is taken as given (from the current folder)."""
-    return typer.Option(None, help=f"{help} [default: {default.as_posix()} beside the params file]", show_default=False)
+    project's files. A path given on the command line is taken as given (from the current folder).
+    `names`: the option's flags, when not the parameter's name."""
+    return typer.Option(None, *names, help=f"{help} [default: {default.as_posix()} beside the params file]", show_default=False)
 
 
 def in_project(params: Path, given: Path | None, default: Path) -> Path:

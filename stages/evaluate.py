@@ -20,7 +20,8 @@ def evaluate(
     params: Path = ParamsOption,
     target: str | None = TargetOption,
     model: Path | None = ProjectPathOption(MODELS_DIR / "<target>" / "best.pt", "The finetune stage's model file."),
-    dataset: Path | None = ProjectPathOption(PREPROCESS_DIR / "<target>" / "dataset.h5", "The preprocess stage's dataset file."),
+    dataset: Path | None = ProjectPathOption(PREPROCESS_DIR / "<target>" / "dataset.h5", "The preprocess stage's dataset file.",
+                                             "--dataset-file"),
     out_dir: Path | None = ProjectPathOption(OUT_DIR / "<target>", "Where scores, metrics, per-class and per-signer tables and confusion pairs go."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:

@@ -20,7 +20,8 @@ LIVE_DIR = Path("data/dvclive/finetune")  # + /<target>
 def finetune(
     params: Path = ParamsOption,
     target: str | None = TargetOption,
-    dataset: Path | None = ProjectPathOption(PREPROCESS_DIR / "<target>" / "dataset.h5", "The preprocess stage's dataset file."),
+    dataset: Path | None = ProjectPathOption(PREPROCESS_DIR / "<target>" / "dataset.h5", "The preprocess stage's dataset file.",
+                                             "--dataset-file"),
     pretrained: Path | None = ProjectPathOption(PRETRAINED, "The pretrain stage's checkpoint (unused by protocol scratch)."),
     out_dir: Path | None = ProjectPathOption(OUT_DIR / "<target>", "Where best.pt (the model) and last.pt (for resuming) go."),
     live_dir: Path | None = ProjectPathOption(LIVE_DIR / "<target>", "dvclive metrics and plots."),
