@@ -359,17 +359,27 @@ class FinetuneParams(Section):
         return self.schedules[self.protocol]
 
 
+LoosePath = Annotated[Path, Field(strict=False)]  # a path as YAML writes it: a string
+
+
 class EvaluateParams(Section):
     # Top-k accuracies to report (the paper: 1 and 5; NMFs-CSL also 2). Ks above the number of
     # classes are left out with a warning.
     topk: tuple[int, ...] = Field(default=(1, 5), strict=False)
     # Late fusion "(+R)": a scores CSV of another model for the same test samples (format in
-    # slrpipe/evaluation/metrics.py); null = none.
-    fusion_scores: Path | None = Field(default=None, strict=False)
+    # slrpipe/evaluation/metrics.py), per target: {target: file} (a target left out is not
+    # fused), or one file when finetune.targets names a single dataset; null = none.
+    fusion_scores: LoosePath | dict[str, LoosePath] | None = None
     # How that model's scores become probabilities (ours already are): softmax (logits) | none.
     fusion_normalize: Literal["softmax", "none"] = "softmax"
     batch_size: int = Field(default=64, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def fusion_file(self, target: str) -> Path | None:
+        """The other model's scores CSV to fuse with target `target`'s, or None."""
+        if isinstance(self.fusion_scores, dict):
+            return self.fusion_scores.get(target)
+        return self.fusion_scores  # one file: params has a single target (parse_params checks)
     # 95 % bootstrap intervals of P-I / P-C top-1: resamples of the test samples and, when the
     # test split has two or more signers, of whole signers; seeded, so reruns agree. 0 = none.
     bootstrap_draws: int = Field(default=2000, ge=0)
@@ -442,9 +452,10 @@ def parse_params(data: object, source: Path = DEFAULT_PARAMS) -> Params:
     base = source.resolve().parent
     datasets = {name: d if d.root.is_absolute() else d.model_copy(update={"root": base / d.root})
                 for name, d in params.datasets.items()}
-    if params.evaluate.fusion_scores is not None and not params.evaluate.fusion_scores.is_absolute():
-        params = params.model_copy(update={"evaluate": params.evaluate.model_copy(
-            update={"fusion_scores": base / params.evaluate.fusion_scores})})
+    fusion = params.evaluate.fusion_scores
+    if fusion is not None:
+        fusion = ({target: base / path for target, path in fusion.items()} if isinstance(fusion, dict) else base / fusion)
+        params = params.model_copy(update={"evaluate": params.evaluate.model_copy(update={"fusion_scores": fusion})})
     extract = params.extract
     updates = {
         name: base / value
@@ -469,6 +480,14 @@ def _check_names(params: Params, source: Path) -> None:
                 raise ParamsError(f"{source}: {key}: {name!r} is not under datasets: (has {known})")
         if len(set(names)) != len(names):
             raise ParamsError(f"{source}: {key}: a dataset is named twice")
+    fusion, targets = params.evaluate.fusion_scores, params.finetune.targets
+    if isinstance(fusion, dict):
+        for name in fusion:
+            if name not in targets:
+                raise ParamsError(f"{source}: evaluate.fusion_scores: {name!r} is not one of finetune.targets ({', '.join(targets)})")
+    elif fusion is not None and len(targets) > 1:
+        raise ParamsError(f"{source}: evaluate.fusion_scores: one file for {len(targets)} targets ({', '.join(targets)}): "
+                          f"name the target each file scores, e.g. {{{targets[0]}: {fusion}}}")
     for name in params.finetune.targets:
         if not params.datasets[name].labelled:
             raise ParamsError(f"{source}: finetune.targets: {name!r} has datasets.{name}.labelled: false; "

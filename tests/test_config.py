@@ -182,3 +182,25 @@ def test_the_old_single_dataset_layout_says_how_to_convert(tmp_path):
     message = str(error.value)
     assert message.startswith(f"{path}: dataset: the single `dataset:` section is now `datasets:`")
     assert "`corpus: [mydata]` under pretrain" in message and "`targets: [mydata]` under finetune" in message
+
+
+def test_fusion_scores_are_per_target(tmp_path):
+    """One file fits a single target; with several, a mapping says which target each file scores."""
+    data = yaml.safe_load(_corpus_params(tmp_path).read_text())
+    data["datasets"]["two"] = {"source": "mp_data", "root": "t"}
+    data["evaluate"] = {"fusion_scores": "rgb.csv"}
+    single = load_params(_write(tmp_path, data))
+    assert single.evaluate.fusion_file("ksl") == tmp_path / "rgb.csv"  # resolved beside params.yaml
+    data["finetune"]["targets"] = ["ksl", "two"]
+    path = _write(tmp_path, data)
+    with pytest.raises(ParamsError) as error:
+        load_params(path)
+    assert str(error.value) == (f"{path}: evaluate.fusion_scores: one file for 2 targets (ksl, two): name the target "
+                                "each file scores, e.g. {ksl: rgb.csv}")
+    data["evaluate"] = {"fusion_scores": {"two": "scores/two.csv"}}
+    several = load_params(_write(tmp_path, data))
+    assert several.evaluate.fusion_file("two") == tmp_path / "scores" / "two.csv"
+    assert several.evaluate.fusion_file("ksl") is None  # a target left out is not fused
+    data["evaluate"] = {"fusion_scores": {"rec": "r.csv"}}
+    with pytest.raises(ParamsError, match=r"evaluate\.fusion_scores: 'rec' is not one of finetune\.targets \(ksl, two\)"):
+        load_params(_write(tmp_path, data))

@@ -14,7 +14,7 @@ import torch
 
 from slrpipe.config import parse_params
 from slrpipe.data.corpus import assemble_corpus, fraction_rank, member_file, read_corpus, take_fraction, write_corpus
-from slrpipe.data.dataset import PoseDataset
+from slrpipe.data.dataset import PoseDataset, corpus_dataset
 from slrpipe.errors import ParamsError, SlrpipeError
 from slrpipe.h5io import RaggedFile
 from tests.conftest import REPO, TINY
@@ -139,7 +139,7 @@ def test_unlabelled_recordings_are_training_samples_without_labels(members):
     with RaggedFile(path) as data:
         assert data.attr("glosses") == [] and not data.attr("labelled", True)
     corpus = assemble_corpus(corpus_params(), members)
-    pretraining = corpus.dataset(corpus_params().augment, "pretrain", seed=0)
+    pretraining = corpus_dataset(corpus.members(), corpus_params().augment, "pretrain", seed=0)
     assert len(pretraining) == len(corpus.samples) and {s.dataset for s in corpus.samples} == {"ksl", "asl"}
 
 

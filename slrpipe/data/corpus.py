@@ -10,12 +10,13 @@ samples never changes whether a sample is chosen.
 
 The result is written as `corpus.csv` (one row per chosen sample, with its content digest) and
 `corpus_summary.json` (counts per member, the kNN monitor's dataset and file digest); pretraining
-reads only what corpus.csv names, so a change to any other dataset does not rerun it.
+reads only what corpus.csv names, so a change to any other dataset does not rerun it. Reading
+the chosen samples for training is slrpipe.data.dataset.corpus_dataset's job: this module needs
+no torch, so the corpus stage depends on none of the training code.
 """
 
 from __future__ import annotations
 
-import bisect
 import csv
 import hashlib
 import io
@@ -26,10 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torch.utils.data import Dataset
-
-from slrpipe.config import AugmentParams, Params
-from slrpipe.data.dataset import Mode, PoseDataset
+from slrpipe.config import Params
 from slrpipe.errors import SlrpipeError
 from slrpipe.h5io import DATASET_FILE, RaggedFile, file_digest, write_json, write_text_atomic
 
@@ -75,6 +73,10 @@ class Corpus:
     def ids(self, member: str) -> list[str]:
         return [s.sample_id for s in self.samples if s.dataset == member]
 
+    def members(self) -> dict[Path, list[str]]:
+        """Each member's dataset.h5 and the ids chosen from it (what corpus_dataset reads)."""
+        return {path: self.ids(name) for name, path in self.files.items()}
+
     def digest(self) -> str:
         """What a resumed pretraining must share with this one: the samples and every file read."""
         text = corpus_csv_text(self.samples) + "".join(
@@ -82,38 +84,6 @@ class Corpus:
         if self.monitor is not None:
             text += f"monitor:{file_digest(self.monitor)}\n"
         return hashlib.sha256(text.encode()).hexdigest()
-
-    def dataset(self, settings: AugmentParams, mode: Mode, seed: int) -> CorpusDataset:
-        return CorpusDataset([PoseDataset(path, settings, mode, only_ids=self.ids(name), seed=seed)
-                              for name, path in self.files.items() if self.ids(name)])
-
-
-class CorpusDataset(Dataset):
-    """Several PoseDatasets read as one; member k's positions follow member k - 1's, and so do
-    their random draws (PoseDataset.rng_offset), so one member alone draws exactly as before."""
-
-    def __init__(self, members: list[PoseDataset]) -> None:
-        self.members = members
-        self.starts: list[int] = []
-        total = 0
-        for member in members:
-            member.rng_offset = total
-            self.starts.append(total)
-            total += len(member)
-        self.length = total
-
-    def __len__(self) -> int:
-        return self.length
-
-    def set_epoch(self, epoch: int) -> None:
-        for member in self.members:
-            member.set_epoch(epoch)
-
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
-        epoch, position = key if isinstance(key, tuple) else (None, key)
-        k = bisect.bisect_right(self.starts, position) - 1
-        local = position - self.starts[k]
-        return self.members[k][local if epoch is None else (epoch, local)]
 
 
 def sample_digest(data: RaggedFile, index: int) -> str:

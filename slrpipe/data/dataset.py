@@ -11,6 +11,7 @@ depend only on those three numbers, whatever the number of workers or the order.
 
 from __future__ import annotations
 
+import bisect
 import os
 from pathlib import Path
 from collections.abc import Collection
@@ -130,3 +131,37 @@ class PoseDataset(Dataset):
         if self.mode == "pretrain":
             return {"views": to_device(views), "label": label, "index": torch.tensor(position)}
         return {"view": to_device(views[0]), "label": label, "index": torch.tensor(position)}
+
+
+class CorpusDataset(Dataset):
+    """Several PoseDatasets read as one; member k's positions follow member k - 1's, and so do
+    their random draws (PoseDataset.rng_offset), so one member alone draws exactly as before."""
+
+    def __init__(self, members: list[PoseDataset]) -> None:
+        self.members = members
+        self.starts: list[int] = []
+        total = 0
+        for member in members:
+            member.rng_offset = total
+            self.starts.append(total)
+            total += len(member)
+        self.length = total
+
+    def __len__(self) -> int:
+        return self.length
+
+    def set_epoch(self, epoch: int) -> None:
+        for member in self.members:
+            member.set_epoch(epoch)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        epoch, position = key if isinstance(key, tuple) else (None, key)
+        k = bisect.bisect_right(self.starts, position) - 1
+        local = position - self.starts[k]
+        return self.members[k][local if epoch is None else (epoch, local)]
+
+
+def corpus_dataset(members: dict[Path, list[str]], settings: AugmentParams, mode: Mode, seed: int) -> CorpusDataset:
+    """A pretraining corpus's samples (dataset.h5 -> the ids chosen from it, slrpipe.data.corpus)
+    read as one dataset; a member with no chosen sample is left out."""
+    return CorpusDataset([PoseDataset(path, settings, mode, only_ids=ids, seed=seed) for path, ids in members.items() if ids])

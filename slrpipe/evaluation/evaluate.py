@@ -103,7 +103,8 @@ def _subsets(source: str, glosses: list[str], labels: np.ndarray) -> dict[str, n
 
 def run_evaluate(params: Params, model_path: Path, dataset_path: Path, out_dir: Path, name: str | None = None) -> EvaluateResult:
     """Score the test split of dataset `name` (None: the only one), preprocessed into `dataset_path`."""
-    source = params.dataset(name).source
+    name = params.dataset_name(name)
+    source = params.datasets[name].source
     settings = params.evaluate
     device = resolve_device(settings.device)
     model, meta = load_model(model_path)
@@ -119,8 +120,8 @@ def run_evaluate(params: Params, model_path: Path, dataset_path: Path, out_dir: 
     for k in sorted(set(settings.topk) - set(ks)):
         log.warning("top-%d left out: the model has only %d classes", k, len(glosses))
     metrics = evaluate(scores, labels, ks, _subsets(source, glosses, labels))
-    if settings.fusion_scores is not None:
-        other_ids, other_scores = read_scores_csv(settings.fusion_scores, glosses)
+    if (fusion := settings.fusion_file(name)) is not None:
+        other_ids, other_scores = read_scores_csv(fusion, glosses)
         fused = fuse(test.sample_ids, scores, other_ids, other_scores, settings.fusion_normalize)
         metrics.update({f"fused/{k}": v for k, v in evaluate(fused, labels, ks).items()})
     metrics = {f"{SPLIT}/{name}": value for name, value in metrics.items()}

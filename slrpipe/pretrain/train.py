@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from slrpipe.config import Params, PretrainParams
 from slrpipe.data.corpus import Corpus
-from slrpipe.data.dataset import PoseDataset
+from slrpipe.data.dataset import PoseDataset, corpus_dataset
 from slrpipe.errors import SlrpipeError
 from slrpipe.h5io import write_json
 from slrpipe.engine.checkpoints import Checkpointer, code_digest, fingerprint, save_checkpoint
@@ -138,7 +138,7 @@ def _train(params: Params, corpus: Corpus | Path, out_dir: Path, live_dir: Path 
     if isinstance(corpus, Path):
         corpus = Corpus.of_file(corpus)
     torch.manual_seed(settings.seed)
-    dataset = corpus.dataset(params.augment, "pretrain", settings.seed)
+    dataset = corpus_dataset(corpus.members(), params.augment, "pretrain", settings.seed)
     if len(dataset) == 0:
         raise SlrpipeError(f"the pretraining corpus ({', '.join(corpus.files)}) has no training samples")
     loader = train_loader(dataset, settings.batch_size, settings.num_workers, settings.seed, runtime)
