@@ -163,20 +163,21 @@ def test_one_datasets_params_rerun_its_branch_and_pretraining_onwards_only(proje
 
     # The unlabelled member's frame shape: its coordinates change, so pretraining reads other data.
     _set(project, "datasets.fydpasl.frame_size", [640, 240])
-    # corpus reads `datasets` (which are members?), report prints every section
+    # corpus depends on all of `datasets` (labelled, pretrain_splits); report prints every section
     assert _stale(project) == {"extract@fydpasl", "corpus", "report"}
     ran = _ran(dvc(project, "repro"))
     assert ran == {"extract@fydpasl", "preprocess@fydpasl", "corpus", "pretrain", "finetune@ksl13", "evaluate@ksl13",
                    "report"}, ran
 
-    # Leaving the unlabelled member out of the corpus: no dataset is extracted or preprocessed again.
+    # Leaving the unlabelled member out of the corpus: no dataset is extracted or preprocessed again
+    # (pretrain reads the whole pretrain section, so it is stale at once; finetune once it has run).
     _set(project, "pretrain.corpus", ["ksl13"])
-    assert _stale(project) == {"corpus"}
+    assert _stale(project) == {"corpus", "pretrain", "report"}
     assert "fydpasl" not in dvc(project, "repro", "--dry", "corpus")
     dvc(project, "repro", "corpus")
     summary = json.loads((project / "data" / "corpus" / "corpus_summary.json").read_text())
     assert list(summary["members"]) == ["ksl13"] and summary["unlabelled"] == 0
-    assert _stale(project) == {"pretrain"}  # and from there on, what the corpus feeds
+    assert _stale(project) == {"pretrain", "report"}
     _set(project, "pretrain.corpus", ["ksl13", "fydpasl"])
     dvc(project, "repro", "corpus")
     assert _stale(project) == set()  # the same corpus.csv as before: nothing below needs a rerun

@@ -478,3 +478,36 @@ def test_many_signers_are_summarized_with_the_lowest_listed(tmp_path):
     section = text.split("## Per-signer results\n\n", 1)[1].split("\n## ", 1)[0]
     listed = [line.split(" | ")[0][2:] for line in section.splitlines() if line.startswith("| s")]
     assert listed == [f"s{i:02d}" for i in range(10)]
+
+
+def test_several_targets_get_a_section_each_after_the_corpus_table(tmp_path):
+    """One results.md: the pretraining corpus (with its unlabelled member), then a section per
+    target, MSASL100 beside the paper's Table I, the demo's dataset without published numbers."""
+    from slrpipe.evaluation.report import TargetDirs, run_reports
+
+    params = parse_params({
+        "datasets": {"msasl100": {"source": "msasl", "root": "m", "num_classes": 100},
+                     "ksl13": {"source": "mp_data", "root": "k"},
+                     "rec": {"source": "mp_data", "root": "r", "labelled": False}},
+        "pretrain": {"corpus": ["msasl100", "ksl13", "rec"], "corpus_fraction": 0.5},
+        "finetune": {"targets": ["msasl100", "ksl13"]}}, tmp_path / "params.yaml")
+    live = write_live(tmp_path / "dvclive")
+    targets = {name: TargetDirs(write_eval(tmp_path / "eval" / name), write_preprocess(tmp_path / "pre" / name),
+                                {"pretrain": live["pretrain"], "finetune": live["finetune"]}) for name in ("msasl100", "ksl13")}
+    member = {"labelled": True, "splits": ["train"], "samples": 128, "eligible": 77, "test_duplicates": 0, "chosen": 38}
+    corpus = {"fraction": 0.5, "samples": 106, "unlabelled": 30, "monitor": {"dataset": "msasl100", "file_digest": "x"},
+              "members": {"msasl100": member, "ksl13": {**member, "test_duplicates": 2, "chosen": 38},
+                          "rec": {"labelled": False, "splits": ["train"], "samples": 60, "eligible": 60, "test_duplicates": 0,
+                                  "chosen": 30}}}
+    text = run_reports(params, targets, corpus, tmp_path / "out").read_text(encoding="utf-8")
+    assert text.startswith("# Results: MSASL100, ksl13, protocol finetune")
+    corpus_part = text.split("## Pretraining corpus", 1)[1].split("## MSASL100", 1)[0]
+    assert "Pretraining read 106 samples (30 of them unlabelled), `pretrain.corpus_fraction: 0.5`" in corpus_part
+    assert "| rec | no | train | 60 | 60 | 0 | 30 |" in corpus_part and "| total |  |  | 316 | 214 | 2 | 106 |" in corpus_part
+    msasl, ksl = text.split("## MSASL100", 1)[1].split("## ksl13", 1)
+    assert "| paper, Table I | Ours | 86.26 |" in msasl and NO_PUBLISHED not in msasl
+    assert NO_PUBLISHED in ksl and "86.26" not in ksl
+    assert (tmp_path / "out" / "figures" / "msasl100" / "tsne.png").is_file()
+    assert (tmp_path / "out" / "figures" / "ksl13" / "tsne.png").is_file()
+    rows = csv_rows(tmp_path / "out" / "results.csv")
+    assert {r["dataset"] for r in rows if r["source"] == "this run"} == {"MSASL100", "ksl13"}
