@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from slrpipe.model.classifier import load_model
@@ -173,7 +174,7 @@ def test_one_datasets_params_rerun_its_branch_and_pretraining_onwards_only(proje
     # (pretrain reads the whole pretrain section, so it is stale at once; finetune once it has run).
     _set(project, "pretrain.corpus", ["ksl13"])
     assert _stale(project) == {"corpus", "pretrain", "report"}
-    assert "fydpasl" not in dvc(project, "repro", "--dry", "corpus")
+    assert _ran(dvc(project, "repro", "--dry", "corpus")) == {"corpus"}
     dvc(project, "repro", "corpus")
     summary = json.loads((project / "data" / "corpus" / "corpus_summary.json").read_text())
     assert list(summary["members"]) == ["ksl13"] and summary["unlabelled"] == 0
@@ -181,6 +182,15 @@ def test_one_datasets_params_rerun_its_branch_and_pretraining_onwards_only(proje
     _set(project, "pretrain.corpus", ["ksl13", "fydpasl"])
     dvc(project, "repro", "corpus")
     assert _stale(project) == set()  # the same corpus.csv as before: nothing below needs a rerun
+
+    # The README's Table VI pair, its 0 end: no pretraining, fine-tuning from random weights.
+    zero = _ran(dvc(project, "exp", "run", "-S", "pretrain.corpus_fraction=0"))
+    assert zero == {"corpus", "pretrain", "finetune@ksl13", "evaluate@ksl13", "report"}, zero
+    checkpoint = torch.load(project / "data" / "models" / "pretrain" / "checkpoint.pt", weights_only=True)
+    assert checkpoint.get("untrained") is True
+    summary = json.loads((project / "data" / "corpus" / "corpus_summary.json").read_text())
+    assert summary["samples"] == 0 and summary["fraction"] == 0
+    assert "No pretraining: `pretrain.corpus_fraction: 0`" in (project / "reports" / "results.md").read_text()
 
 
 def test_push_to_and_pull_from_a_local_remote(project, tmp_path):
