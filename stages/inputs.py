@@ -1,4 +1,4 @@
-"""Stage `inputs`: digests of the files a dataset references outside dataset.root (data/inputs/)."""
+"""Stage `inputs`: digests of the files a dataset references outside its root (data/inputs/<dataset>/)."""
 
 from __future__ import annotations
 
@@ -19,15 +19,16 @@ def inputs(
     out: Path | None = ProjectPathOption(OUT_DIR / "<dataset>" / "digests.csv", "Where the table of paths and content digests goes."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Hash every file the dataset names outside dataset.root (a manifest's clips and pose files),
-    so that DVC reruns extract when one of them changes."""
+    """Hash every file the dataset names outside its root (datasets.<name>.root: a manifest's clips and
+    pose files), so that DVC reruns its extract when one of them changes."""
     setup_logging(verbose)
     with user_errors():
         settings = load_params(params)
         name = settings.dataset_name(dataset)
         out = in_project(params, out, OUT_DIR / name / "digests.csv")
         result = run_inputs(settings, out, name)
-    typer.echo(f"inputs: {result.referenced} of {result.samples} samples' files lie outside dataset.root, hashed -> {out}")
+    typer.echo(f"inputs {name}: {result.referenced} of {result.samples} samples' files lie outside datasets.{name}.root, "
+               f"hashed -> {out}")
 
 
 if __name__ == "__main__":
