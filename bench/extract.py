@@ -38,7 +38,9 @@ def _report(results: list[dict], name: str, frames: int, seconds: float, **extra
 
 
 def bench_importers(results: list[dict]) -> None:
-    manifest = build_manifest(parse_params({"dataset": {"source": "mp_data", "root": str(SHARED / "ksl13")}}).dataset)
+    params = parse_params({"datasets": {"ksl13": {"source": "mp_data", "root": str(SHARED / "ksl13")}},
+                           "pretrain": {"corpus": ["ksl13"]}, "finetune": {"targets": ["ksl13"]}})
+    manifest = build_manifest(params.dataset("ksl13"), "ksl13")
     start, frames = time.perf_counter(), 0
     for row in manifest.rows:
         frames += len(posefiles.mediapipe_to_49(posefiles.load_mp_frames(Path(row.path)), (640, 480)))

@@ -1,7 +1,7 @@
 """Benchmark of the pretraining loader: samples per second per number of worker processes,
 against what the training step consumes, and peak memory.
 
-Run by hand:  python bench/loader.py [--dataset data/preprocess/dataset.h5] [--workers 0 1 2]
+Run by hand:  python bench/loader.py [--dataset data/preprocess/ksl13/dataset.h5] [--workers 0 1 2]
                                      [--batches 40] [--step-json step.json | --step-rate 1000]
 
 Two views per sample, joint + motion per part, batch 64, as pretraining consumes them: one
@@ -77,7 +77,7 @@ def step_rate(args: argparse.Namespace) -> tuple[float, str] | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", type=Path, default=Path("data/preprocess/dataset.h5"))
+    parser.add_argument("--dataset", type=Path, default=Path("data/preprocess/ksl13/dataset.h5"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--batches", type=int, default=40, help="per measurement; at least 8 per worker are run")

@@ -69,7 +69,7 @@ def _apply_hacks(hacks: list[str]) -> None:
 
 
 def main(name: str, overrides: str = typer.Argument("{}"), params: Path = Path("params.yaml"),
-         dataset: Path = Path("data/preprocess/dataset.h5"), out: Path = Path("bench/out/diagnosis")) -> None:
+         dataset: Path = Path("data/preprocess/ksl13/dataset.h5"), out: Path = Path("bench/out/diagnosis")) -> None:
     torch.set_num_threads(1)
     changes = json.loads(overrides)
     epochs = changes.pop("epochs", 12)

@@ -41,8 +41,9 @@ def main() -> None:
         base.mkdir(parents=True, exist_ok=True)
         build_ksl_dataset(REPO.parent / "shared" / "data", base, words, sequences)
     raw = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
-    defaults = {"dataset": {"source": "mp_data", "root": str(base / "ksl")}, "augment": {"frames": 16},
-                "pretrain": {"epochs": 20, "batch_size": 16, "bank_size": 64, "part_bank_size": 32, "transfer_top_k": 32,
+    raw["datasets"] = {"ksl": {"source": "mp_data", "root": str(base / "ksl")}}  # this subset alone
+    defaults = {"finetune": {"targets": ["ksl"]}, "augment": {"frames": 16},
+                "pretrain": {"corpus": ["ksl"], "epochs": 20, "batch_size": 16, "bank_size": 64, "part_bank_size": 32, "transfer_top_k": 32,
                              "num_workers": 0, "threads": 2, "knn_every": 5, "lr_steps": [], "device": "cpu"}}
     for section in (defaults, overrides):
         for key, values in section.items():

@@ -62,7 +62,7 @@ def knn_test(params: Params, checkpoint: Path, dataset: Path) -> np.ndarray:
     return (predicted == test_y).numpy().astype(float)
 
 
-def main(dataset: Path = typer.Option(..., help="dataset.h5 with train, val and test splits"),
+def main(dataset: Path = typer.Option(..., help="dataset.h5 with train, val and test splits (e.g. data/preprocess/ksl13/dataset.h5)"),
          params: Path = Path("params.yaml"), out: Path = Path("bench/out/benefit"),
          fraction: float = 0.2, draws: int = 2000,
          pretrained: Path = typer.Option(None, help="use this pretrain checkpoint instead of pretraining here")) -> None:
@@ -86,7 +86,8 @@ def main(dataset: Path = typer.Option(..., help="dataset.h5 with train, val and 
     correct = {}
     for name, (run_params, checkpoint) in runs.items():
         folder = out / name.replace(" ", "_").replace(",", "").replace("%", "pct")
-        run_finetune(run_params, dataset, checkpoint, folder, None, resume=True)
+        # The dataset file is given directly: its settings (frame size, rate) are the first target's.
+        run_finetune(run_params, dataset, checkpoint, folder, None, resume=True, name=settings.finetune.targets[0])
         correct[name] = correct_on_test(run_params, folder / "best.pt", dataset)
     correct["kNN, pretrained"] = knn_test(settings, pretrained, dataset)
     correct["kNN, random init"] = knn_test(settings, random_init, dataset)

@@ -35,14 +35,16 @@ def params_for(root: Path, batch: int, threads: int | str):
 
     base = load_params(REPO / "params.yaml").model_dump(mode="json")
     overrides = {
-        "dataset": {"source": "mp_data", "root": str(root)},
         "preprocess": {"split": "random", "val_fraction": 0.0, "test_fraction": 0.0},
         "model": {"size": "small"},
         # Many epochs, one run: no kNN monitor and no lr drop inside the measured epoch.
-        "pretrain": {"epochs": 100, "batch_size": batch, "num_workers": WORKERS, "threads": threads,
+        "pretrain": {"corpus": ["ksl"], "epochs": 100, "batch_size": batch, "num_workers": WORKERS, "threads": threads,
                      "device": "cpu", "knn_every": 100},
     }
-    return parse_params({name: {**section, **overrides.get(name, {})} for name, section in base.items()}, REPO / "params.yaml")
+    merged = {name: {**section, **overrides.get(name, {})} for name, section in base.items()}
+    merged["datasets"] = {"ksl": {"source": "mp_data", "root": str(root)}}  # this benchmark's recordings alone
+    merged["finetune"]["targets"] = ["ksl"]
+    return parse_params(merged, REPO / "params.yaml")
 
 
 def prepare(work: Path, sessions: int, sequences: int) -> Path:

@@ -41,17 +41,18 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, draws: int = 2000, seed: int 
 def params_for(root: Path, trunk_norm: str, epochs: int, frames: int) -> Params:
     raw = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     overrides = {
-        "dataset": {"source": "mp_data", "root": str(root)},
         "preprocess": {"trunk_norm": trunk_norm},
         "augment": {"frames": frames},
         "model": {"size": "small"},
-        "finetune": {"protocol": "scratch", "schedules": {name: {"epochs": epochs, "lr_steps": []} for name in
+        "pretrain": {"corpus": ["ksl"]},
+        "finetune": {"targets": ["ksl"], "protocol": "scratch", "schedules": {name: {"epochs": epochs, "lr_steps": []} for name in
                                                           ("finetune", "linear", "semi", "scratch")},
                      "num_workers": 0, "threads": 1, "device": "cpu"},
         "evaluate": {"device": "cpu"},
     }
     for key, values in overrides.items():
         raw.setdefault(key, {}).update(values)
+    raw["datasets"] = {"ksl": {"source": "mp_data", "root": str(root)}}  # these recordings alone
     return parse_params(raw, REPO / "params.yaml")
 
 

@@ -6,7 +6,7 @@ between un-augmented views of two different samples. A ratio of 1 or more means 
 alone makes a positive no closer than a random other sample: instance discrimination cannot use
 that part. Run by hand:
 
-    python bench/view_difficulty.py --dataset data/preprocess/dataset.h5 --params params.yaml
+    python bench/view_difficulty.py --dataset data/preprocess/ksl13/dataset.h5 --params params.yaml
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from slrpipe.config import load_params
 from slrpipe.data.dataset import PoseDataset
 
 
-def main(dataset: Path = Path("data/preprocess/dataset.h5"), params: Path = Path("params.yaml"), split: str = "val",
+def main(dataset: Path = Path("data/preprocess/ksl13/dataset.h5"), params: Path = Path("params.yaml"), split: str = "val",
          seed: int = 0) -> None:
     settings = load_params(params).augment
     samples = PoseDataset(dataset, settings, "eval", split=split)

@@ -44,6 +44,21 @@ class DatasetParams(Section):
     # holds pixels only. Pixel coordinates are scaled to / interpreted in this (width, height).
     frame_size: tuple[int, int] = Field(default=(640, 480), strict=False)
     fps: float = Field(default=30.0, gt=0)
+    # false: recordings without glosses (any folder of videos or pose files the source can read;
+    # folder names are ignored). They only join the pretraining corpus: every sample is a
+    # training sample without a label, never fine-tuned on, evaluated or used by the kNN monitor.
+    labelled: bool = True
+    # The splits whose samples join the pretraining corpus when this dataset is in
+    # pretrain.corpus: train, or train and val (the authors' code for WLASL and MS-ASL,
+    # METHOD.md section 9). Never test: a target's test samples stay out of pretraining.
+    pretrain_splits: tuple[Literal["train", "val"], ...] = Field(default=("train",), strict=False)
+
+    @field_validator("pretrain_splits")
+    @classmethod
+    def _some_split(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if "train" not in value:
+            raise ValueError("must include train")
+        return tuple(sorted(set(value), key=("train", "val").index))
 
     @field_validator("frame_size")
     @classmethod
@@ -285,6 +300,14 @@ class PretrainParams(Section):
     """Dual-branch contrastive pretraining (METHOD.md section 6). Paper's form by default;
     each `# authors:` comment names the switch that gives the authors' code's form."""
 
+    # The datasets (names under `datasets:`) whose training samples pretraining reads, as one
+    # corpus (the paper: the union of all four datasets' training sets).
+    corpus: tuple[str, ...] = Field(default=(), strict=False)
+    # Table VI: this fraction of each member's corpus samples, seeded (seed below) and nested
+    # (the 0.25 subset lies inside the 0.5 one). 0 = no pretraining: fine-tuning starts from
+    # random initialisation, as protocol scratch.
+    corpus_fraction: float = Field(default=1.0, ge=0, le=1)
+
     # Ablations (Tables VII-XI): which branches, parts and loss terms are trained.
     branches: Literal["both", "joint", "motion"] = "both"
     parts: Literal["both", "hand", "trunk"] = "both"
@@ -358,6 +381,8 @@ class Schedule(Section):
 class FinetuneParams(Section):
     """Downstream training (METHOD.md section 7)."""
 
+    # The datasets (names under `datasets:`, labelled) fine-tuned and evaluated, each on its own.
+    targets: tuple[str, ...] = Field(default=(), strict=False)
     # finetune: all weights train from the pretrained query encoders; linear: encoders frozen;
     # semi: like finetune, on a saved label subset; scratch: same model, random initialisation.
     # baseline: no encoder, a logistic regression on body-normalized joints (slrpipe.model.baseline).
@@ -427,13 +452,17 @@ class FinetuneParams(Section):
         return self.schedules[self.protocol]
 
 
+LoosePath = Annotated[Path, Field(strict=False)]  # a path as YAML writes it: a string
+
+
 class EvaluateParams(Section):
     # Top-k accuracies to report (the paper: 1 and 5; NMFs-CSL also 2). Ks above the number of
     # classes are left out with a warning.
     topk: tuple[int, ...] = Field(default=(1, 5), strict=False)
     # Late fusion "(+R)": a scores CSV of another model for the same test samples (format in
-    # slrpipe/evaluation/metrics.py); null = none.
-    fusion_scores: Path | None = Field(default=None, strict=False)
+    # slrpipe/evaluation/metrics.py), per target: {target: file} (a target left out is not
+    # fused), or one file when finetune.targets names a single dataset; null = none.
+    fusion_scores: LoosePath | dict[str, LoosePath] | None = None
     # How that model's scores become probabilities (ours already are): softmax (logits) | none.
     fusion_normalize: Literal["softmax", "none"] = "softmax"
     batch_size: int = Field(default=64, ge=1)
@@ -443,17 +472,40 @@ class EvaluateParams(Section):
     bootstrap_draws: int = Field(default=2000, ge=0)
     bootstrap_seed: int = 0
 
+    def fusion_file(self, target: str) -> Path | None:
+        """The other model's scores CSV to fuse with target `target`'s, or None."""
+        if isinstance(self.fusion_scores, dict):
+            return self.fusion_scores.get(target)
+        return self.fusion_scores  # one file: params has a single target (parse_params checks)
+
 
 class ReportParams(Section):
     # "Pretraining helps by X": another run's scores.csv for the same test samples (e.g. a scratch
     # run's, from `dvc exp`); results.md states this run minus that one with paired bootstrap
-    # intervals. Relative to the params file; null = none.
-    reference_scores: Path | None = Field(default=None, strict=False)
+    # intervals. Per target: {target: file}, or one file when finetune.targets names a single
+    # dataset. Relative to the params file; null = none.
+    reference_scores: LoosePath | dict[str, LoosePath] | None = None
     reference_name: str = Field(default="reference", min_length=1)
+
+    def reference_file(self, target: str) -> Path | None:
+        """The reference run's scores CSV for target `target`, or None."""
+        if isinstance(self.reference_scores, dict):
+            return self.reference_scores.get(target)
+        return self.reference_scores  # one file: params has a single target (parse_params checks)
+
+
+DatasetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+
+# The old single-dataset layout, and how to write it now (dvc.yaml reads `datasets` itself, so
+# an old file cannot be converted in memory: DVC would not see the converted names).
+OLD_LAYOUT = ("the single `dataset:` section is now `datasets:` with a name per dataset: rename `dataset:` to "
+              "`datasets:`, indent its keys under a name of your choice (e.g. `mydata:`), and add "
+              "`corpus: [mydata]` under pretrain and `targets: [mydata]` under finetune (README, \"The corpus\")")
 
 
 class Params(Section):
-    dataset: DatasetParams
+    # Every dataset of the project, by name: the one list stages, dvc.yaml and the report use.
+    datasets: dict[DatasetName, DatasetParams]
     extract: ExtractParams = ExtractParams()
     preprocess: PreprocessParams = PreprocessParams()
     augment: AugmentParams = AugmentParams()
@@ -462,6 +514,19 @@ class Params(Section):
     finetune: FinetuneParams = FinetuneParams()
     evaluate: EvaluateParams = EvaluateParams()
     report: ReportParams = ReportParams()
+
+    def dataset(self, name: str | None = None) -> DatasetParams:
+        """The dataset called `name`; None = the only one (an error when there are several)."""
+        return self.datasets[self.dataset_name(name)]
+
+    def dataset_name(self, name: str | None = None) -> str:
+        if name is None:
+            if len(self.datasets) != 1:
+                raise ParamsError(f"params name {len(self.datasets)} datasets ({', '.join(self.datasets)}): say which one (--dataset NAME)")
+            return next(iter(self.datasets))
+        if name not in self.datasets:
+            raise ParamsError(f"no dataset {name!r} under datasets: (has {', '.join(self.datasets)})")
+        return name
 
 
 def _format_error(error: ValidationError, source: Path) -> str:
@@ -476,6 +541,8 @@ def _format_error(error: ValidationError, source: Path) -> str:
 def parse_params(data: object, source: Path = DEFAULT_PARAMS) -> Params:
     if not isinstance(data, dict):
         raise ParamsError(f"{source}: expected a mapping of sections at the top level")
+    if "dataset" in data:
+        raise ParamsError(f"{source}: dataset: {OLD_LAYOUT}")
     try:
         params = Params.model_validate(data)
     except ValidationError as error:
@@ -489,17 +556,20 @@ def parse_params(data: object, source: Path = DEFAULT_PARAMS) -> Params:
             if not 1 <= step < schedule.epochs:
                 raise ParamsError(f"{source}: {key}.lr_steps: step {step} is not within 1..{schedule.epochs - 1} ({key}.epochs is "
                                   f"{schedule.epochs}): the lr drops after that many epochs, so a step must come before the last")
+    _check_names(params, source)
     # Resolve relative paths against the params file's folder, so stages run from anywhere.
     base = source.resolve().parent
-    dataset = params.dataset
-    if not dataset.root.is_absolute():
-        dataset = dataset.model_copy(update={"root": base / dataset.root})
-    if params.evaluate.fusion_scores is not None and not params.evaluate.fusion_scores.is_absolute():
-        params = params.model_copy(update={"evaluate": params.evaluate.model_copy(
-            update={"fusion_scores": base / params.evaluate.fusion_scores})})
-    if params.report.reference_scores is not None and not params.report.reference_scores.is_absolute():
-        params = params.model_copy(update={"report": params.report.model_copy(
-            update={"reference_scores": base / params.report.reference_scores})})
+    datasets = {name: d if d.root.is_absolute() else d.model_copy(update={"root": base / d.root})
+                for name, d in params.datasets.items()}
+    fusion = params.evaluate.fusion_scores
+    if fusion is not None:
+        fusion = ({target: base / path for target, path in fusion.items()} if isinstance(fusion, dict) else base / fusion)
+        params = params.model_copy(update={"evaluate": params.evaluate.model_copy(update={"fusion_scores": fusion})})
+    reference = params.report.reference_scores
+    if reference is not None:
+        reference = ({target: base / path for target, path in reference.items()} if isinstance(reference, dict)
+                     else base / reference)
+        params = params.model_copy(update={"report": params.report.model_copy(update={"reference_scores": reference})})
     extract = params.extract
     updates = {
         name: base / value
@@ -508,7 +578,36 @@ def parse_params(data: object, source: Path = DEFAULT_PARAMS) -> Params:
     }
     if updates:
         extract = extract.model_copy(update=updates)
-    return params.model_copy(update={"dataset": dataset, "extract": extract})
+    return params.model_copy(update={"datasets": datasets, "extract": extract})
+
+
+def _check_names(params: Params, source: Path) -> None:
+    """pretrain.corpus and finetune.targets name datasets that exist; a target has labels."""
+    if not params.datasets:
+        raise ParamsError(f"{source}: datasets: name at least one dataset")
+    known = ", ".join(params.datasets)
+    for key, names in (("pretrain.corpus", params.pretrain.corpus), ("finetune.targets", params.finetune.targets)):
+        if not names:
+            raise ParamsError(f"{source}: {key}: name at least one of the datasets ({known})")
+        for name in names:
+            if name not in params.datasets:
+                raise ParamsError(f"{source}: {key}: {name!r} is not under datasets: (has {known})")
+        if len(set(names)) != len(names):
+            raise ParamsError(f"{source}: {key}: a dataset is named twice")
+    targets = params.finetune.targets
+    for key, files in (("evaluate.fusion_scores", params.evaluate.fusion_scores),
+                       ("report.reference_scores", params.report.reference_scores)):
+        if isinstance(files, dict):
+            for name in files:
+                if name not in targets:
+                    raise ParamsError(f"{source}: {key}: {name!r} is not one of finetune.targets ({', '.join(targets)})")
+        elif files is not None and len(targets) > 1:
+            raise ParamsError(f"{source}: {key}: one file for {len(targets)} targets ({', '.join(targets)}): "
+                              f"name the target each file scores, e.g. {{{targets[0]}: {files}}}")
+    for name in params.finetune.targets:
+        if not params.datasets[name].labelled:
+            raise ParamsError(f"{source}: finetune.targets: {name!r} has datasets.{name}.labelled: false; "
+                              "unlabelled recordings can only join pretrain.corpus")
 
 
 def load_params(path: Path = DEFAULT_PARAMS) -> Params:

@@ -15,6 +15,12 @@ class SampleError(SlrpipeError):
     """One input sample cannot be used; it is reported and skipped, the run goes on."""
 
 
+class RootError(SlrpipeError):
+    """A dataset's root is missing or holds nothing the source can read. Sources do not know
+    which dataset they read: the message starts at the path, and build_manifest puts the
+    params key (`datasets.<name>.root`) in front."""
+
+
 class MissingDependencyError(SlrpipeError):
     """An optional extra (MMPose, MediaPipe) is not installed."""
 

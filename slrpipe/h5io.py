@@ -206,6 +206,7 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 GLOSSES_FILE = "glosses.txt"
+DATASET_FILE = "dataset.h5"  # what the preprocess stage writes and the training loaders read
 
 
 def write_glosses(path: Path, glosses: list[str]) -> None:

@@ -77,34 +77,129 @@ def set_value(tree: CommentedMap, key: str, value: Any) -> None:
 
 def set_values(text: str, values: dict[str, Any], source: Path = Path("params.yaml")) -> str:
     """`text` (a params file) with dotted keys set to `values`, comments and layout kept."""
-    handler = _round_trip()
+    tree = _load(text, source)
+    for key, value in values.items():
+        set_value(tree, key, value)
+    return _dump(tree)
+
+
+def _load(text: str, source: Path) -> CommentedMap:
     try:
-        tree = handler.load(text)
+        tree = _round_trip().load(text)
     except YAMLError as error:
         raise SlrpipeError(f"{source}: not valid YAML: {error}".replace("\n", " ")) from None
     if not isinstance(tree, CommentedMap):
         raise SlrpipeError(f"{source}: expected a mapping of sections at the top level")
-    for key, value in values.items():
-        set_value(tree, key, value)
+    return tree
+
+
+def _dump(tree: CommentedMap) -> str:
     buffer = io.StringIO()
-    handler.dump(tree, buffer)
+    _round_trip().dump(tree, buffer)
     return buffer.getvalue()
 
 
-def apply_preset(params_path: Path, name: str, root: Path | None) -> list[str]:
-    """Write preset `name` (and the dataset root) into params_path; returns the keys changed."""
+DATASETS = "datasets"
+
+
+def dataset_entries(values: dict[str, Any]) -> list[str]:
+    """The dataset names a preset gives whole entries for (its `datasets.<name>` keys), in order."""
+    return [key.split(".", 1)[1] for key in values if key.startswith(DATASETS + ".") and key.count(".") == 1]
+
+
+def _entry_nodes(name: str) -> dict[str, Any]:
+    """Preset `name`'s dataset entries as round-trip nodes, so the comments written beside them in
+    presets.yaml reach params.yaml (the demo's entries are params.yaml's, comments and all)."""
+    tree = _round_trip().load(resources.files("slrpipe").joinpath("presets.yaml").read_text(encoding="utf-8"))
+    return {entry: tree[name][f"{DATASETS}.{entry}"] for entry in dataset_entries(tree[name])}
+
+
+def parse_roots(given: list[str], entries: list[str], needing: list[str], preset: str) -> dict[str, str]:
+    """`--root` values as dataset -> folder: `NAME=PATH` for any of the preset's `entries`, or a
+    bare PATH when exactly one entry needs a root. Every entry in `needing` must get one."""
+    roots: dict[str, str] = {}
+    for item in given:
+        name, _, path = item.partition("=")
+        if path and name in entries:
+            roots[name] = path
+        elif len(needing) == 1 and needing[0] not in roots:
+            roots[needing[0]] = item
+        else:
+            raise SlrpipeError(f"--root {item}: preset {preset} has {len(needing)} datasets without a folder "
+                               f"({', '.join(needing) or 'none'}): give each as --root NAME=PATH, NAME one of "
+                               f"{', '.join(entries) or 'none (this preset names no dataset)'}")
+    missing = [name for name in needing if name not in roots]
+    if missing:
+        example = " ".join(f"--root {name}=PATH" for name in missing)
+        raise SlrpipeError(f"preset {preset} needs --root for {', '.join(missing)}: the dataset folder ({example})")
+    return roots
+
+
+def _set_datasets(tree: CommentedMap, entries: dict[str, Any]) -> None:
+    """Make params' `datasets:` section exactly `entries`: one already there is updated in place
+    (its comments stay), a new one is the preset's node; the blank line after the section stays."""
+    section = tree.get(DATASETS)
+    if not isinstance(section, CommentedMap):
+        raise SlrpipeError(f"params file has no {DATASETS}: section")
+    ending = _section_ending(section)
+    for name in [name for name in section if name not in entries]:
+        del section[name]
+    for name, entry in entries.items():
+        section[name] = _like(section[name], entry) if name in section else entry
+    _end_section(section, ending)
+
+
+def _last_leaf(node: CommentedMap) -> tuple[CommentedMap, Any]:
+    """The innermost mapping holding the section's last key, and that key: where ruamel keeps
+    what follows the section (its blank line)."""
+    key = list(node)[-1]
+    while isinstance(node[key], CommentedMap) and len(node[key]) and not node[key].fa.flow_style():
+        node = node[key]
+        key = list(node)[-1]
+    return node, key
+
+
+def _section_ending(section: CommentedMap) -> Any:
+    node, key = _last_leaf(section)
+    slots = node.ca.items.get(key)
+    return slots[2] if slots and len(slots) > 2 else None
+
+
+def _end_section(section: CommentedMap, ending: Any) -> None:
+    """Put the comment token that followed the section's old last key after its new last key."""
+    node, key = _last_leaf(section)
+    slots = node.ca.items.setdefault(key, [None, None, None, None])
+    if ending is not None and "#" not in ending.value.split("\n", 1)[0]:
+        slots[2] = ending  # a blank line (and any comment block) before the next section
+    elif ending is None and slots[2] is not None and "#" not in slots[2].value.split("\n", 1)[0]:
+        slots[2] = None  # a preset's own trailing blank lines or comments do not follow it
+
+
+def apply_preset(params_path: Path, name: str, roots: list[str] | None = None) -> list[str]:
+    """Write preset `name` into params_path; `roots`: the `--root` values (parse_roots) for its
+    dataset entries that have no root. Returns the keys changed."""
     available = presets()
     if name not in available:
         raise SlrpipeError(f"unknown preset {name!r}: choose one of {', '.join(sorted(available))}")
     values = dict(available[name])
-    if root is not None:
-        values["dataset.root"] = str(root)
-    elif "dataset.source" in values and "dataset.root" not in values:
-        # A recipe names a dataset, so it needs its folder; a form preset (authors) keeps the one set.
-        raise SlrpipeError(f"preset {name} needs --root: the folder of the {values['dataset.source']} dataset")
+    entries = dataset_entries(values)
+    needing = [entry for entry in entries if "root" not in values[f"{DATASETS}.{entry}"]]
+    folders = parse_roots(list(roots or []), entries, needing, name)
     if not params_path.is_file():
         raise SlrpipeError(f"{params_path}: params file not found")
-    text = set_values(params_path.read_text(encoding="utf-8"), values, params_path)
+    tree = _load(params_path.read_text(encoding="utf-8"), params_path)
+    if entries:
+        nodes = _entry_nodes(name)
+        for entry, folder in folders.items():
+            if "root" in nodes[entry]:
+                nodes[entry]["root"] = folder
+            else:
+                nodes[entry].insert(1, "root", folder)  # after source, as params.yaml lists them
+        _set_datasets(tree, nodes)
+    for key, value in values.items():
+        if key.split(".", 1)[0] != DATASETS:
+            set_value(tree, key, value)
+    text = _dump(tree)
     parse_params(yaml.safe_load(text), params_path)  # the result must still be valid params
     params_path.write_text(text, encoding="utf-8")
     return sorted(values)

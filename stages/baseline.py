@@ -1,4 +1,4 @@
-"""Stage `baseline`: the logistic-regression baseline on the same splits as the deep model (reports/baseline/)."""
+"""Stage `baseline`: the logistic-regression baseline on the same splits as the deep model (reports/baseline/<target>/)."""
 
 from __future__ import annotations
 
@@ -8,27 +8,32 @@ import typer
 
 from slrpipe.config import load_params
 from slrpipe.evaluation.baseline import run_baseline
-from stages.common import ParamsOption, ProjectPathOption, in_project, setup_logging, standalone, user_errors
+from stages.common import (ParamsOption, ProjectPathOption, TargetOption, in_project, setup_logging, standalone, target_name,
+                           user_errors)
 
-DATASET = Path("data/preprocess/dataset.h5")
-OUT_DIR = Path("reports/baseline")
+PREPROCESS_DIR = Path("data/preprocess")  # + /<target>/dataset.h5
+OUT_DIR = Path("reports/baseline")  # + /<target>
 
 
 def baseline(
     params: Path = ParamsOption,
-    dataset: Path | None = ProjectPathOption(DATASET, "The preprocess stage's dataset file."),
-    out_dir: Path | None = ProjectPathOption(OUT_DIR, "Where the baseline's scores.csv and metrics.json go."),
+    target: str | None = TargetOption,
+    dataset: Path | None = ProjectPathOption(PREPROCESS_DIR / "<target>" / "dataset.h5", "The preprocess stage's dataset file.",
+                                             "--dataset-file"),
+    out_dir: Path | None = ProjectPathOption(OUT_DIR / "<target>", "Where the baseline's scores.csv and metrics.json go."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Fit a logistic regression on body-normalized joints of the training split (C chosen on
     validation) and score the test split, as results.md's baseline row."""
-    dataset = in_project(params, dataset, DATASET)
-    out_dir = in_project(params, out_dir, OUT_DIR)
     setup_logging(verbose)
     with user_errors():
-        result = run_baseline(load_params(params), dataset, out_dir)
+        settings = load_params(params)
+        name = target_name(settings.finetune.targets, target)
+        dataset = in_project(params, dataset, PREPROCESS_DIR / name / "dataset.h5")
+        out_dir = in_project(params, out_dir, OUT_DIR / name)
+        result = run_baseline(settings, dataset, out_dir, name)
     shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.count("/") == 2)
-    typer.echo(f"baseline (logistic regression, C = {result.C:g}): {result.samples} test samples, {shown} -> {out_dir}")
+    typer.echo(f"baseline {name} (logistic regression, C = {result.C:g}): {result.samples} test samples, {shown} -> {out_dir}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from stages import baseline, compare, evaluate, extract, finetune, inputs, predict, preprocess, pretrain, report, show
+from stages import baseline, compare, corpus, evaluate, extract, finetune, inputs, predict, preprocess, pretrain, report, show
 from stages.common import user_errors
 
 app = typer.Typer(
@@ -19,6 +19,7 @@ app.command("inputs")(inputs.inputs)
 app.command("extract")(extract.extract)
 app.command("extract-merge")(extract.extract_merge)
 app.command("preprocess")(preprocess.preprocess)
+app.command("corpus")(corpus.corpus)
 app.command("pretrain")(pretrain.pretrain)
 app.command("finetune")(finetune.finetune)
 app.command("evaluate")(evaluate.evaluate)
@@ -32,25 +33,28 @@ app.command("show")(show.show)
 @app.command("preset")
 def preset(
     name: str = typer.Argument(None, help="Preset to apply; leave out to list them."),
-    root: Path = typer.Option(None, help="The dataset folder (or manifest CSV) for a paper preset."),
+    root: list[str] = typer.Option([], help="A dataset folder (or manifest CSV) for a paper preset: PATH when it names "
+                                            "one dataset, NAME=PATH for each of several (paper: msasl, wlasl, nmfs_csl, slr500)."),
     params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameters file to update."),
 ) -> None:
-    """Write a paper recipe (wlasl100, msasl1000, nmfs_csl, ...), the demo settings, or every
-    paper/authors'-code switch at once (authors, paper_forms) into params.yaml."""
-    from slrpipe.presets import apply_preset, presets
+    """Write a paper recipe (paper: the four-dataset corpus; wlasl100, msasl1000, nmfs_csl, ...: one
+    dataset), the demo settings, or every paper/authors'-code switch at once (authors, paper_forms)
+    into params.yaml."""
+    from slrpipe.presets import apply_preset, dataset_entries, presets
 
     if name is None:
         for preset_name, values in presets().items():
-            if "dataset.source" not in values:  # a form preset: switches only, on top of any recipe
+            if not dataset_entries(values):  # a form preset: switches only, on top of any recipe
                 typer.echo(f"{preset_name:<10} {len(values)} switches ({preset_name.replace('_', ' ')}), any dataset")
                 continue
-            typer.echo(f"{preset_name:<10} {values.get('dataset.source')}, model {values.get('model.size')}, "
-                       f"{values.get('pretrain.epochs')} pretraining epochs")
+            typer.echo(f"{preset_name:<10} datasets {', '.join(dataset_entries(values))}; "
+                       f"corpus {', '.join(values.get('pretrain.corpus', []))}, targets {', '.join(values.get('finetune.targets', []))}; "
+                       f"model {values.get('model.size')}, {values.get('pretrain.epochs')} pretraining epochs")
         return
     with user_errors():
         changed = apply_preset(params, name, root)
     typer.echo(f"preset {name}: {len(changed)} values written to {params}; `dvc repro` reruns what they affect")
-    if name != "demo" and "dataset.source" in presets()[name]:
+    if name != "demo" and dataset_entries(presets()[name]):  # a recipe with datasets, not a form preset
         typer.echo("set extract.pose_checkpoint to your MMPose whole-body weights before extracting videos")
 
 

@@ -15,16 +15,28 @@ from slrpipe.errors import SlrpipeError
 ParamsOption = typer.Option(Path("params.yaml"), "--params", help="Parameters file.", dir_okay=False)
 
 
-def ProjectPathOption(default: Path, help: str):  # noqa: N802 - builds a typer default, like typer.Option
+def ProjectPathOption(default: Path, help: str, *names: str):  # noqa: N802 - builds a typer default, like typer.Option
     """An input or output path option whose default lies under the project (the params file's
     folder), so `cd elsewhere && slrpipe STAGE --params path/params.yaml` reads and writes the
-    project's files. A path given on the command line is taken as given (from the current folder)."""
-    return typer.Option(None, help=f"{help} [default: {default.as_posix()} beside the params file]", show_default=False)
+    project's files. A path given on the command line is taken as given (from the current folder).
+    `names`: the option's flags, when not the parameter's name."""
+    return typer.Option(None, *names, help=f"{help} [default: {default.as_posix()} beside the params file]", show_default=False)
 
 
 def in_project(params: Path, given: Path | None, default: Path) -> Path:
     """`given`, or else `default` under the params file's folder (unchanged when that is the current one)."""
     return given if given is not None else params.parent / default
+
+
+def only_file(pattern: str, what: str, hint: str) -> Path:
+    """The one file matching `pattern` (a glob from the current folder), for a command's default input."""
+    from slrpipe.errors import SlrpipeError
+
+    found = sorted(Path().glob(pattern))
+    if len(found) != 1:
+        which = f"{len(found)} ({', '.join(p.as_posix() for p in found)})" if found else "none"
+        raise SlrpipeError(f"{what}: {pattern} matches {which}: {hint}")
+    return found[0]
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -54,3 +66,21 @@ def standalone(command: Callable) -> Callable[[], None]:
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command()(command)
     return app
+
+
+DatasetOption = typer.Option(None, "--dataset", help="Which of params.yaml's datasets (a name under datasets:); "
+                                                     "may be left out when there is only one.")
+TargetOption = typer.Option(None, "--dataset", help="Which of finetune.targets; may be left out when there is only one.")
+
+
+def target_name(targets: tuple[str, ...], given: str | None) -> str:
+    """`given`, which must be one of finetune.targets, or else the only target."""
+    from slrpipe.errors import ParamsError
+
+    if given is None:
+        if len(targets) != 1:
+            raise ParamsError(f"finetune.targets names {len(targets)} datasets ({', '.join(targets)}): say which one (--dataset NAME)")
+        return targets[0]
+    if given not in targets:
+        raise ParamsError(f"{given!r} is not one of finetune.targets ({', '.join(targets)})")
+    return given

@@ -8,33 +8,38 @@ import typer
 
 from slrpipe.config import load_params
 from slrpipe.evaluation.evaluate import run_evaluate
-from stages.common import ParamsOption, ProjectPathOption, in_project, setup_logging, standalone, user_errors
+from stages.common import (ParamsOption, ProjectPathOption, TargetOption, in_project, setup_logging, standalone, target_name,
+                           user_errors)
 
-MODEL = Path("data/models/finetune/best.pt")
-DATASET = Path("data/preprocess/dataset.h5")
-OUT_DIR = Path("reports/eval")
+MODELS_DIR = Path("data/models/finetune")  # + /<target>/best.pt
+PREPROCESS_DIR = Path("data/preprocess")  # + /<target>/dataset.h5
+OUT_DIR = Path("reports/eval")  # + /<target>
 
 
 def evaluate(
     params: Path = ParamsOption,
-    model: Path | None = ProjectPathOption(MODEL, "The finetune stage's model file."),
-    dataset: Path | None = ProjectPathOption(DATASET, "The preprocess stage's dataset file."),
-    out_dir: Path | None = ProjectPathOption(OUT_DIR, "Where scores, metrics, per-class and per-signer tables and confusion pairs go."),
+    target: str | None = TargetOption,
+    model: Path | None = ProjectPathOption(MODELS_DIR / "<target>" / "best.pt", "The finetune stage's model file."),
+    dataset: Path | None = ProjectPathOption(PREPROCESS_DIR / "<target>" / "dataset.h5", "The preprocess stage's dataset file.",
+                                             "--dataset-file"),
+    out_dir: Path | None = ProjectPathOption(OUT_DIR / "<target>", "Where scores, metrics, per-class and per-signer tables and confusion pairs go."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Score the test split and compute P-I / P-C top-k accuracy (and fused "+R" metrics when configured)."""
-    model = in_project(params, model, MODEL)
-    dataset = in_project(params, dataset, DATASET)
-    out_dir = in_project(params, out_dir, OUT_DIR)
     setup_logging(verbose)
     with user_errors():
-        result = run_evaluate(load_params(params), model, dataset, out_dir)
+        settings = load_params(params)
+        name = target_name(settings.finetune.targets, target)
+        model = in_project(params, model, MODELS_DIR / name / "best.pt")
+        dataset = in_project(params, dataset, PREPROCESS_DIR / name / "dataset.h5")
+        out_dir = in_project(params, out_dir, OUT_DIR / name)
+        result = run_evaluate(settings, model, dataset, out_dir, name)
     def bounds(name: str) -> str:
         low, high = (result.intervals.get(f"{name}_ci_{end}") for end in ("low", "high"))
         return "" if low is None else f" [{low:.4f}, {high:.4f}]"
 
     shown = ", ".join(f"{k} {v:.4f}{bounds(k)}" for k, v in result.metrics.items() if k.count("/") == 2)  # test/<level>/top<k>
-    typer.echo(f"evaluate: {result.samples} test samples, {shown} -> {out_dir}")
+    typer.echo(f"evaluate {name}: {result.samples} test samples, {shown} -> {out_dir}")
 
 
 if __name__ == "__main__":

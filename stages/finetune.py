@@ -8,20 +8,23 @@ import typer
 
 from slrpipe.config import load_params
 from slrpipe.finetune.train import run_finetune
-from stages.common import ParamsOption, ProjectPathOption, in_project, setup_logging, standalone, user_errors
+from stages.common import (ParamsOption, ProjectPathOption, TargetOption, in_project, setup_logging, standalone, target_name,
+                           user_errors)
 
-DATASET = Path("data/preprocess/dataset.h5")
+PREPROCESS_DIR = Path("data/preprocess")  # + /<target>/dataset.h5
 PRETRAINED = Path("data/models/pretrain/checkpoint.pt")
-OUT_DIR = Path("data/models/finetune")
-LIVE_DIR = Path("data/dvclive/finetune")
+OUT_DIR = Path("data/models/finetune")  # + /<target>
+LIVE_DIR = Path("data/dvclive/finetune")  # + /<target>
 
 
 def finetune(
     params: Path = ParamsOption,
-    dataset: Path | None = ProjectPathOption(DATASET, "The preprocess stage's dataset file."),
+    target: str | None = TargetOption,
+    dataset: Path | None = ProjectPathOption(PREPROCESS_DIR / "<target>" / "dataset.h5", "The preprocess stage's dataset file.",
+                                             "--dataset-file"),
     pretrained: Path | None = ProjectPathOption(PRETRAINED, "The pretrain stage's checkpoint (unused by protocol scratch)."),
-    out_dir: Path | None = ProjectPathOption(OUT_DIR, "Where best.pt (the model) and last.pt (for resuming) go."),
-    live_dir: Path | None = ProjectPathOption(LIVE_DIR, "dvclive metrics and plots."),
+    out_dir: Path | None = ProjectPathOption(OUT_DIR / "<target>", "Where best.pt (the model) and last.pt (for resuming) go."),
+    live_dir: Path | None = ProjectPathOption(LIVE_DIR / "<target>", "dvclive metrics and plots."),
     resume: bool = typer.Option(True, help="Continue from last.pt when it was made with the same settings, data and code."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -29,18 +32,19 @@ def finetune(
 
     Several GPUs or nodes: torchrun --nproc-per-node=N -m stages.finetune
     """
-    dataset = in_project(params, dataset, DATASET)
     pretrained = in_project(params, pretrained, PRETRAINED)
-    out_dir = in_project(params, out_dir, OUT_DIR)
-    live_dir = in_project(params, live_dir, LIVE_DIR)
     setup_logging(verbose)
     with user_errors():
         settings = load_params(params)
-        result = run_finetune(settings, dataset, pretrained, out_dir, live_dir, resume)
+        name = target_name(settings.finetune.targets, target)
+        dataset = in_project(params, dataset, PREPROCESS_DIR / name / "dataset.h5")
+        out_dir = in_project(params, out_dir, OUT_DIR / name)
+        live_dir = in_project(params, live_dir, LIVE_DIR / name)
+        result = run_finetune(settings, dataset, pretrained, out_dir, live_dir, resume, name)
     selected = result.selected
     how = ("" if selected is None else f", best.pt = epoch {selected['epoch']} "
            + (f"(best {selected['metric']} {selected['value']:.4f})" if selected["metric"] else "(the last)"))
-    typer.echo(f"finetune ({settings.finetune.protocol}): {result.epochs_run} epochs run{how} -> {out_dir / 'best.pt'}")
+    typer.echo(f"finetune {name} ({settings.finetune.protocol}): {result.epochs_run} epochs run{how} -> {out_dir / 'best.pt'}")
 
 
 if __name__ == "__main__":

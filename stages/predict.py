@@ -12,9 +12,9 @@ import typer
 from tqdm import tqdm
 
 from slrpipe.evaluation.predict import Predictor, find_inputs, write_predictions
-from stages.common import setup_logging, standalone, user_errors
+from stages.common import only_file, setup_logging, standalone, user_errors
 
-MODEL = Path("data/models/finetune/best.pt")
+MODELS = "data/models/finetune/*/best.pt"  # one per target
 
 
 @contextmanager
@@ -31,7 +31,7 @@ def _destination(output: Path | None) -> Iterator[Callable[[str], None]]:
 def predict(
     inputs: list[Path] = typer.Argument(..., help="Videos, folders of them, MediaPipe frame folders or (T, 258|1662) .npy files, "
                                                    "MMPose .json files."),
-    model: Path = typer.Option(MODEL, help="A model file of the finetune stage."),
+    model: Path | None = typer.Option(None, help=f"A model file of the finetune stage [default: the one {MODELS}]."),
     top_k: int = typer.Option(5, "--top-k", min=1, help="Glosses shown per input (at most the number of classes)."),
     json_lines: bool = typer.Option(False, "--json", help="One JSON object per input and line."),
     csv_format: bool = typer.Option(False, "--csv", help="CSV: input, gloss_1, probability_1, ..., error."),
@@ -53,6 +53,7 @@ def predict(
         raise typer.BadParameter("choose one of --json and --csv")
     fmt = "json" if json_lines else "csv" if csv_format else "table"
     with user_errors():
+        model = model or only_file(MODELS, "no --model given", "pass one with --model")
         predictor = Predictor(model, backend, pose_config, pose_checkpoint, device, frame_size, cache_dir)
         items = find_inputs(inputs)
         with _destination(output) as emit:

@@ -7,17 +7,20 @@ from pathlib import Path
 import typer
 
 from slrpipe.config import load_params
+from slrpipe.data.corpus import read_corpus
 from slrpipe.pretrain.train import KNN_METRIC, run_pretrain
 from stages.common import ParamsOption, ProjectPathOption, in_project, setup_logging, standalone, user_errors
 
-DATASET = Path("data/preprocess/dataset.h5")
+CORPUS_DIR = Path("data/corpus")
+PREPROCESS_DIR = Path("data/preprocess")
 OUT_DIR = Path("data/models/pretrain")
 LIVE_DIR = Path("data/dvclive/pretrain")
 
 
 def pretrain(
     params: Path = ParamsOption,
-    dataset: Path | None = ProjectPathOption(DATASET, "The preprocess stage's dataset file."),
+    corpus_dir: Path | None = ProjectPathOption(CORPUS_DIR, "The corpus stage's folder (corpus.csv, corpus_summary.json)."),
+    preprocess_dir: Path | None = ProjectPathOption(PREPROCESS_DIR, "The preprocess stages' folder (<dataset>/dataset.h5)."),
     out_dir: Path | None = ProjectPathOption(OUT_DIR, "Where the checkpoint goes (rewritten every epoch)."),
     live_dir: Path | None = ProjectPathOption(LIVE_DIR, "dvclive metrics and plots."),
     resume: bool = typer.Option(True, help="Continue from the last checkpoint when it was made with the same settings, data and code."),
@@ -27,12 +30,13 @@ def pretrain(
 
     Several GPUs or nodes: torchrun --nproc-per-node=N -m stages.pretrain
     """
-    dataset = in_project(params, dataset, DATASET)
+    corpus_dir = in_project(params, corpus_dir, CORPUS_DIR)
+    preprocess_dir = in_project(params, preprocess_dir, PREPROCESS_DIR)
     out_dir = in_project(params, out_dir, OUT_DIR)
     live_dir = in_project(params, live_dir, LIVE_DIR)
     setup_logging(verbose)
     with user_errors():
-        result = run_pretrain(load_params(params), dataset, out_dir, live_dir, resume)
+        result = run_pretrain(load_params(params), read_corpus(corpus_dir, preprocess_dir), out_dir, live_dir, resume)
     shown = ", ".join(f"{k} {v:.4g}" for k, v in result.last_metrics.items() if k in ("train/loss/total", KNN_METRIC))
     typer.echo(f"pretrain: {result.epochs_run} epochs run ({shown}) -> {result.checkpoint}")
 

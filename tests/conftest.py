@@ -34,10 +34,23 @@ def ksl_small(shared: Path, tmp_path: Path) -> Path:
     return root
 
 
+def one_dataset(dataset: dict, name: str = "ksl", **sections: dict) -> dict:
+    """A params mapping with the one dataset `name`, the pretraining corpus and the only target."""
+    pretrain, finetune = sections.pop("pretrain", {}), sections.pop("finetune", {})
+    return {"datasets": {name: dataset}, "pretrain": {"corpus": [name], **pretrain},
+            "finetune": {"targets": [name], **finetune}, **sections}
+
+
+def layout(data: dict, name: str = "ksl") -> dict:
+    """`{"dataset": {...}, ...}` (a test's one dataset) in the params layout: see one_dataset."""
+    data = dict(data)
+    return one_dataset(data.pop("dataset"), name, **data)
+
+
 def make_params(root: Path, source: str = "mp_data", **extract: object):
     from slrpipe.config import parse_params
 
-    return parse_params({"dataset": {"source": source, "root": str(root)}, "extract": extract}, REPO / "params.yaml")
+    return parse_params(one_dataset({"source": source, "root": str(root)}, extract=extract), REPO / "params.yaml")
 
 
 # A model small enough for CPU tests of the training stages (the `small` size is ~2 M parameters).
@@ -50,8 +63,7 @@ def tiny_params(root: Path, epochs: int, finetune: dict | None = None, **pretrai
     """Params for fast training tests on `ksl_dataset`: tiny model, 16 frames, small banks, CPU."""
     from slrpipe.config import parse_params
 
-    data = {
-        "dataset": {"source": "mp_data", "root": str(root)},
+    data = one_dataset({"source": "mp_data", "root": str(root)}, **{
         "preprocess": {"split": "signer", "val_fraction": 0.2, "test_fraction": 0.2},
         "augment": {"frames": 16, "pretrain": {"crop_min_frames": 8}, "finetune": {"crop_min_frames": 8}},
         "model": {"size": "tiny", "sizes": {"tiny": TINY.model_dump()}},
@@ -59,7 +71,7 @@ def tiny_params(root: Path, epochs: int, finetune: dict | None = None, **pretrai
                      "threads": 1, "knn_every": 1, "lr_steps": [2] if epochs > 2 else [], "device": "cpu", **pretrain},
         "finetune": {"batch_size": 16, "num_workers": 0, "threads": 1, "device": "cpu", **(finetune or {})},
         "evaluate": {"device": "cpu"},
-    }
+    })
     return parse_params(data, REPO / "params.yaml")
 
 

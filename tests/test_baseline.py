@@ -22,7 +22,7 @@ from slrpipe.finetune.baseline import fit_logistic
 from slrpipe.finetune.train import run_finetune
 from slrpipe.model.baseline import BASELINE_FORMAT, BASELINE_FRAMES, BaselineClassifier, dataset_features, features
 from slrpipe.model.classifier import load_model
-from tests.conftest import REPO
+from tests.conftest import REPO, layout
 from tests.synthetic import FRAME_SIZE, GLOSSES, keypoints, write_dataset
 
 
@@ -30,7 +30,7 @@ def make_params(tmp_path, **sections):
     data = {"dataset": {"source": "mp_data", "root": str(tmp_path)},
             "finetune": {"protocol": "baseline", "device": "cpu", **sections.pop("finetune", {})},
             "evaluate": {"device": "cpu", "bootstrap_draws": 200}, **sections}
-    return parse_params(data, REPO / "params.yaml")
+    return parse_params(layout(data), REPO / "params.yaml")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import yaml
 from typer.testing import CliRunner
 
 from stages.cli import app
-from tests.conftest import REPO
+from tests.conftest import REPO, layout
 
 runner = CliRunner()
 
@@ -19,7 +19,7 @@ def test_every_stage_is_a_subcommand():
 
 def test_bad_params_end_with_one_clear_line(tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"dataset": {"source": "mp_data", "root": "x"}, "extract": {"backend": "openpose"}}))
+    params.write_text(yaml.safe_dump(layout({"dataset": {"source": "mp_data", "root": "x"}, "extract": {"backend": "openpose"}})))
     result = runner.invoke(app, ["extract", "--params", str(params)])
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [f"error: {params}: extract.backend: Input should be 'mmpose' or 'mediapipe'"]
@@ -27,15 +27,15 @@ def test_bad_params_end_with_one_clear_line(tmp_path):
 
 def test_wrong_dataset_path_ends_with_one_clear_line(tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"dataset": {"source": "mp_data", "root": "nowhere"}}))
+    params.write_text(yaml.safe_dump(layout({"dataset": {"source": "mp_data", "root": "nowhere"}})))
     result = runner.invoke(app, ["extract", "--params", str(params), "--out-dir", str(tmp_path / "out")])
     assert result.exit_code == 1
-    assert result.output.strip() == f"error: dataset.root {tmp_path / 'nowhere'} is not a folder"
+    assert result.output.strip() == f"error: datasets.ksl.root {tmp_path / 'nowhere'} is not a folder"
 
 
 def test_stage_module_runs_standalone(ksl_small, tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"dataset": {"source": "mp_data", "root": str(ksl_small)}}))
+    params.write_text(yaml.safe_dump(layout({"dataset": {"source": "mp_data", "root": str(ksl_small)}})))
     completed = subprocess.run(
         [sys.executable, "-m", "stages.extract", "--params", str(params), "--out-dir", str(tmp_path / "out")],
         cwd=REPO, capture_output=True, text=True, check=False,

@@ -7,13 +7,13 @@ import yaml
 
 from slrpipe.config import load_params, parse_params
 from slrpipe.errors import ParamsError
-from tests.conftest import REPO
+from tests.conftest import REPO, layout
 
 
 def test_project_params_load_and_resolve_paths():
     params = load_params(REPO / "params.yaml")
-    assert params.dataset.source == "mp_data"
-    assert params.dataset.root == REPO / "data" / "demo"
+    assert params.dataset("ksl13").source == "mp_data"
+    assert params.dataset("ksl13").root == REPO / "data" / "demo"
     assert params.extract.batch_size > 0
 
 
@@ -24,30 +24,30 @@ def _write(tmp_path: Path, data: dict) -> Path:
 
 
 def test_unknown_key_is_named(tmp_path):
-    path = _write(tmp_path, {"dataset": {"source": "mp_data", "root": "x"}, "extract": {"batch_sise": 4}})
+    path = _write(tmp_path, layout({"dataset": {"source": "mp_data", "root": "x"}, "extract": {"batch_sise": 4}}))
     with pytest.raises(ParamsError) as error:
         load_params(path)
     assert str(error.value) == f"{path}: extract.batch_sise: unknown key"
 
 
 def test_bad_value_is_named(tmp_path):
-    path = _write(tmp_path, {"dataset": {"source": "mp_data", "root": "x"}, "extract": {"batch_size": 0}})
+    path = _write(tmp_path, layout({"dataset": {"source": "mp_data", "root": "x"}, "extract": {"batch_size": 0}}))
     with pytest.raises(ParamsError, match=r"extract\.batch_size: Input should be greater than 0"):
         load_params(path)
 
 
 def test_bad_source_and_frame_size_are_named(tmp_path):
-    with pytest.raises(ParamsError, match=r"dataset\.source: Input should be 'wlasl'"):
-        parse_params({"dataset": {"source": "youtube", "root": "x"}})
-    with pytest.raises(ParamsError, match=r"dataset\.frame_size: Value error, width and height must be positive"):
-        parse_params({"dataset": {"source": "mp_data", "root": "x", "frame_size": [0, 480]}})
+    with pytest.raises(ParamsError, match=r"datasets\.ksl\.source: Input should be 'wlasl'"):
+        parse_params(layout({"dataset": {"source": "youtube", "root": "x"}}))
+    with pytest.raises(ParamsError, match=r"datasets\.ksl\.frame_size: Value error, width and height must be positive"):
+        parse_params(layout({"dataset": {"source": "mp_data", "root": "x", "frame_size": [0, 480]}}))
 
 
 def test_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(ParamsError, match="params file not found"):
         load_params(tmp_path / "nope.yaml")
     path = tmp_path / "params.yaml"
-    path.write_text("dataset: [unclosed\n")
+    path.write_text("datasets: [unclosed\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(path)
     path.write_text("- just a list\n")
@@ -56,10 +56,10 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 
 def test_relative_checkpoint_resolved_against_params_folder(tmp_path):
-    path = _write(tmp_path, {"dataset": {"source": "mp_data", "root": "d"}, "extract": {"pose_checkpoint": "ckpt/w.pth"}})
+    path = _write(tmp_path, layout({"dataset": {"source": "mp_data", "root": "d"}, "extract": {"pose_checkpoint": "ckpt/w.pth"}}))
     params = load_params(path)
     assert params.extract.pose_checkpoint == tmp_path / "ckpt" / "w.pth"
-    assert params.dataset.root == tmp_path / "d"
+    assert params.dataset().root == tmp_path / "d"
 
 
 def test_gpu_asked_for_but_absent_is_one_clear_line(monkeypatch):
@@ -89,7 +89,7 @@ def test_gpu_asked_for_but_absent_is_one_clear_line(monkeypatch):
 )
 def test_params_are_strictly_typed(tmp_path, text, expected):
     path = tmp_path / "params.yaml"
-    path.write_text("dataset: {source: mp_data, root: x}\n" + text + "\n")
+    path.write_text("datasets: {d: {source: mp_data, root: x}}\n" + text + "\n")
     with pytest.raises(ParamsError) as error:
         load_params(path)
     assert str(error.value) == f"{path}: {expected}"
@@ -97,11 +97,11 @@ def test_params_are_strictly_typed(tmp_path, text, expected):
 
 def test_an_int_is_a_valid_float_and_lists_are_tuples(tmp_path):
     path = tmp_path / "params.yaml"
-    path.write_text("dataset: {source: mp_data, root: x, fps: 25, frame_size: [320, 240]}\n"
-                    "pretrain: {lr: 1, epochs: 3, lr_steps: [1, 2]}\nevaluate: {topk: [1, 2]}\n")
+    path.write_text("datasets: {d: {source: mp_data, root: x, fps: 25, frame_size: [320, 240]}}\nfinetune: {targets: [d]}\n"
+                    "pretrain: {corpus: [d], lr: 1, epochs: 3, lr_steps: [1, 2]}\nevaluate: {topk: [1, 2]}\n")
     params = load_params(path)
-    assert params.pretrain.lr == 1.0 and isinstance(params.pretrain.lr, float) and params.dataset.fps == 25.0
-    assert params.dataset.frame_size == (320, 240) and params.pretrain.lr_steps == (1, 2) and params.evaluate.topk == (1, 2)
+    assert params.pretrain.lr == 1.0 and isinstance(params.pretrain.lr, float) and params.dataset().fps == 25.0
+    assert params.dataset().frame_size == (320, 240) and params.pretrain.lr_steps == (1, 2) and params.evaluate.topk == (1, 2)
 
 
 @pytest.mark.parametrize(
@@ -116,7 +116,7 @@ def test_an_int_is_a_valid_float_and_lists_are_tuples(tmp_path):
 )
 def test_lr_steps_beyond_epochs_are_named(tmp_path, text, key, step, epochs):
     path = tmp_path / "params.yaml"
-    path.write_text("dataset: {source: mp_data, root: x}\n" + text + "\n")
+    path.write_text("datasets: {d: {source: mp_data, root: x}}\n" + text + "\n")
     with pytest.raises(ParamsError) as error:
         load_params(path)
     assert str(error.value) == (f"{path}: {key}.lr_steps: step {step} is not within 1..{epochs - 1} ({key}.epochs is {epochs}): "
@@ -133,8 +133,8 @@ def test_contrast_chance_is_ln_bank_plus_one_per_contrasted_embedding():
 
 
 def test_augmentation_is_set_per_stage_and_checked_by_name():
-    data = {"dataset": {"source": "mp_data", "root": "x"},
-            "augment": {"pretrain": {"spatial": "corrupt_or_shear"}, "finetune": {"crop_min_frames": 64}}}
+    data = {"datasets": {"x": {"source": "mp_data", "root": "x"}}, "pretrain": {"corpus": ["x"]},
+            "finetune": {"targets": ["x"]}, "augment": {"pretrain": {"spatial": "corrupt_or_shear"}, "finetune": {"crop_min_frames": 64}}}
     params = parse_params(data)
     assert params.augment.pretrain.spatial == "corrupt_or_shear" and params.augment.finetune.spatial == "affine_mask"
     assert params.augment.finetune.crop_min_frames == 64 and params.augment.pretrain.crop_min_frames == 32
@@ -161,3 +161,91 @@ def test_saved_augment_settings_read_back_and_old_flat_files_still_load():
     assert loaded.frames == 32 and loaded.motion == "forward" and loaded.motion_source == "view" and loaded.test_crop == 1.0
     assert loaded.pretrain.crop_min_ratio == loaded.finetune.crop_min_ratio == 0.2
     assert loaded.pretrain.joint_mask_count == 5 and loaded.pretrain.flip_views == "independent"
+
+
+def _corpus_params(tmp_path: Path, corpus=("ksl", "rec"), targets=("ksl",), **pretrain) -> Path:
+    return _write(tmp_path, {"datasets": {"ksl": {"source": "mp_data", "root": "k"},
+                                          "rec": {"source": "video_folder", "root": "r", "labelled": False}},
+                             "pretrain": {"corpus": list(corpus), **pretrain}, "finetune": {"targets": list(targets)}})
+
+
+def test_several_datasets_with_a_corpus_and_targets(tmp_path):
+    params = load_params(_corpus_params(tmp_path, corpus_fraction=0.25))
+    assert list(params.datasets) == ["ksl", "rec"] and params.pretrain.corpus == ("ksl", "rec")
+    assert params.finetune.targets == ("ksl",) and params.pretrain.corpus_fraction == 0.25
+    assert params.dataset("rec").root == tmp_path / "r" and not params.dataset("rec").labelled
+    assert params.dataset("ksl").pretrain_splits == ("train",)
+    with pytest.raises(ParamsError, match="say which one"):
+        params.dataset()
+
+
+@pytest.mark.parametrize(("corpus", "targets", "expected"), [
+    (("ksl", "msasl"), ("ksl",), "pretrain.corpus: 'msasl' is not under datasets: (has ksl, rec)"),
+    (("ksl",), ("wlasl",), "finetune.targets: 'wlasl' is not under datasets: (has ksl, rec)"),
+    (("ksl",), ("rec",), "finetune.targets: 'rec' has datasets.rec.labelled: false"),
+    ((), ("ksl",), "pretrain.corpus: name at least one of the datasets (ksl, rec)"),
+    (("ksl",), (), "finetune.targets: name at least one of the datasets (ksl, rec)"),
+    (("ksl", "ksl"), ("ksl",), "pretrain.corpus: a dataset is named twice"),
+])
+def test_corpus_and_targets_must_name_fitting_datasets(tmp_path, corpus, targets, expected):
+    path = _corpus_params(tmp_path, corpus, targets)
+    with pytest.raises(ParamsError) as error:
+        load_params(path)
+    assert str(error.value).startswith(f"{path}: {expected}")
+
+
+def test_corpus_fraction_and_pretrain_splits_are_checked(tmp_path):
+    with pytest.raises(ParamsError, match=r"pretrain\.corpus_fraction: Input should be less than or equal to 1"):
+        load_params(_corpus_params(tmp_path, corpus_fraction=1.5))
+    data = yaml.safe_load(_corpus_params(tmp_path).read_text())
+    data["datasets"]["ksl"]["pretrain_splits"] = ["val"]
+    with pytest.raises(ParamsError, match=r"datasets\.ksl\.pretrain_splits: Value error, must include train"):
+        load_params(_write(tmp_path, data))
+    data["datasets"]["ksl"]["pretrain_splits"] = ["train", "test"]
+    with pytest.raises(ParamsError, match=r"datasets\.ksl\.pretrain_splits\.1: Input should be 'train' or 'val'"):
+        load_params(_write(tmp_path, data))
+
+
+def test_the_old_single_dataset_layout_says_how_to_convert(tmp_path):
+    path = _write(tmp_path, {"dataset": {"source": "mp_data", "root": "x"}})
+    with pytest.raises(ParamsError) as error:
+        load_params(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: dataset: the single `dataset:` section is now `datasets:`")
+    assert "`corpus: [mydata]` under pretrain" in message and "`targets: [mydata]` under finetune" in message
+
+
+def test_fusion_scores_are_per_target(tmp_path):
+    """One file fits a single target; with several, a mapping says which target each file scores."""
+    data = yaml.safe_load(_corpus_params(tmp_path).read_text())
+    data["datasets"]["two"] = {"source": "mp_data", "root": "t"}
+    data["evaluate"] = {"fusion_scores": "rgb.csv"}
+    single = load_params(_write(tmp_path, data))
+    assert single.evaluate.fusion_file("ksl") == tmp_path / "rgb.csv"  # resolved beside params.yaml
+    data["finetune"]["targets"] = ["ksl", "two"]
+    path = _write(tmp_path, data)
+    with pytest.raises(ParamsError) as error:
+        load_params(path)
+    assert str(error.value) == (f"{path}: evaluate.fusion_scores: one file for 2 targets (ksl, two): name the target "
+                                "each file scores, e.g. {ksl: rgb.csv}")
+    data["evaluate"] = {"fusion_scores": {"two": "scores/two.csv"}}
+    several = load_params(_write(tmp_path, data))
+    assert several.evaluate.fusion_file("two") == tmp_path / "scores" / "two.csv"
+    assert several.evaluate.fusion_file("ksl") is None  # a target left out is not fused
+    data["evaluate"] = {"fusion_scores": {"rec": "r.csv"}}
+    with pytest.raises(ParamsError, match=r"evaluate\.fusion_scores: 'rec' is not one of finetune\.targets \(ksl, two\)"):
+        load_params(_write(tmp_path, data))
+
+
+def test_reference_scores_are_per_target(tmp_path):
+    """report.reference_scores follows fusion_scores: one file for a single target, else {target: file}."""
+    data = yaml.safe_load(_corpus_params(tmp_path).read_text())
+    data["report"] = {"reference_scores": "scratch.csv"}
+    assert load_params(_write(tmp_path, data)).report.reference_file("ksl") == tmp_path / "scratch.csv"
+    data["datasets"]["two"] = {"source": "mp_data", "root": "t"}
+    data["finetune"]["targets"] = ["ksl", "two"]
+    with pytest.raises(ParamsError, match=r"report\.reference_scores: one file for 2 targets \(ksl, two\)"):
+        load_params(_write(tmp_path, data))
+    data["report"] = {"reference_scores": {"two": "s/two.csv"}}
+    several = load_params(_write(tmp_path, data))
+    assert several.report.reference_file("two") == tmp_path / "s" / "two.csv" and several.report.reference_file("ksl") is None

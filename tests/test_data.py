@@ -14,12 +14,12 @@ from slrpipe.errors import SlrpipeError
 from slrpipe.pose.extract import run_extract
 from slrpipe.h5io import RaggedFile
 from slrpipe.data.preprocess import run_preprocess
-from tests.conftest import REPO
+from tests.conftest import REPO, layout
 
 
 def _build(root, tmp_path, source="mp_data", frame_size=(640, 480), **preprocess):
     params = parse_params(
-        {"dataset": {"source": source, "root": str(root), "frame_size": list(frame_size)}, "preprocess": preprocess},
+        layout({"dataset": {"source": source, "root": str(root), "frame_size": list(frame_size)}, "preprocess": preprocess}),
         REPO / "params.yaml",
     )
     run_extract(params, tmp_path / "extract", None)

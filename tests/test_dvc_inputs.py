@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from slrpipe.config import parse_params
+from slrpipe.config import DatasetParams
 from slrpipe.pose.inputs import MISSING, path_digest, referenced_outside_root
 from tests.conftest import REPO
 
@@ -52,7 +52,8 @@ def _manifest_project(tmp_path: Path) -> tuple[Path, Path]:
     (project / "lists" / "all.csv").write_text(
         "path,gloss\n../../clips/hello0.npy,hello\n../../clips/hello1.npy,hello\n../../clips/thanks2.npy,thanks\n")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["dataset"].update(source="manifest", root="lists/all.csv")
+    params["datasets"] = {"ksl13": {**params["datasets"]["ksl13"], "source": "manifest", "root": "lists/all.csv"}}
+    params["pretrain"]["corpus"] = ["ksl13"]
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], project)
     return project, clips
@@ -60,25 +61,25 @@ def _manifest_project(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_changing_a_referenced_file_reruns_extract(tmp_path):
     project, clips = _manifest_project(tmp_path)
-    first = _dvc(project, "repro", "extract")
-    assert "Running stage 'inputs'" in first and "Running stage 'extract'" in first
-    assert "../../clips/thanks2.npy" in (project / "data" / "inputs" / "digests.csv").read_text()
-    again = _dvc(project, "repro", "extract")
-    assert "Running stage 'inputs'" in again and "Running stage 'extract'" not in again  # same digests: nothing to do
-    assert "extract:" not in _dvc(project, "status", "extract")
+    first = _dvc(project, "repro", "extract@ksl13")
+    assert "Running stage 'inputs@ksl13'" in first and "Running stage 'extract@ksl13'" in first
+    assert "../../clips/thanks2.npy" in (project / "data" / "inputs" / "ksl13" / "digests.csv").read_text()
+    again = _dvc(project, "repro", "extract@ksl13")
+    assert "Running stage 'inputs@ksl13'" in again and "Running stage 'extract@ksl13'" not in again  # same digests
+    assert "extract@ksl13:" not in _dvc(project, "status", "extract@ksl13")
 
     _sequence(clips / "thanks2.npy", 99)  # the same name and size, other content
-    _dvc(project, "repro", "inputs")  # what `dvc repro` runs first
-    status = _dvc(project, "status", "extract")
-    assert "extract:" in status and "modified:" in status and "data/inputs/digests.csv" in status, status
+    _dvc(project, "repro", "inputs@ksl13")  # what `dvc repro` runs first
+    status = _dvc(project, "status", "extract@ksl13")
+    assert "extract@ksl13:" in status and "modified:" in status and "data/inputs/ksl13/digests.csv" in status, status
 
 
 def test_only_files_outside_a_folder_root_are_hashed(tmp_path):
     _sequence(tmp_path / "root" / "hello" / "0.npy", 0)
-    folder = parse_params({"dataset": {"source": "mp_data", "root": str(tmp_path / "root")}}).dataset
+    folder = DatasetParams(source="mp_data", root=tmp_path / "root")
     assert referenced_outside_root(folder) == ([], 1)  # DVC hashes the root itself
     (tmp_path / "list.csv").write_text("path,gloss\nroot/hello/0.npy,hello\nabsent.npy,gone\n")
-    listed = parse_params({"dataset": {"source": "manifest", "root": str(tmp_path / "list.csv")}}).dataset
+    listed = DatasetParams(source="manifest", root=tmp_path / "list.csv")
     assert referenced_outside_root(listed) == (["absent.npy", "root/hello/0.npy"], 2)
     assert path_digest(tmp_path / "absent.npy") == MISSING
     # A folder's digest changes with any file in it.

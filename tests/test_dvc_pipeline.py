@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from slrpipe.model.classifier import load_model
@@ -17,6 +18,7 @@ from tests.conftest import REPO, TINY
 # A five-sign slice of the demo (5 sessions x 2 recordings each) and the tests' tiny model: this
 # test is about what reruns and whether every stage's outputs are well formed, not what is learned.
 DEMO_WORDS = ("bad", "glad", "good", "no", "yes")
+FYDPASL_WORDS = ("hello", "no")
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="dvc needs git")
 
@@ -41,6 +43,14 @@ def project(tmp_path_factory) -> Path:
     for session in sorted(demo.glob("MP_Data*")):
         for word in DEMO_WORDS:
             shutil.copytree(session / word, copy / "data" / "demo" / session.name / word)
+    # The demo's unlabelled corpus member, cut to 2 x 4 recordings.
+    fydpasl = REPO / "data" / "fydpasl"
+    (copy / "data" / "fydpasl").mkdir(parents=True)
+    for name in ("LICENSE", "README.md"):
+        shutil.copy2(fydpasl / name, copy / "data" / "fydpasl" / name)
+    for word in FYDPASL_WORDS:
+        for sequence in range(4):
+            shutil.copytree(fydpasl / word / str(sequence), copy / "data" / "fydpasl" / word / str(sequence))
     params = yaml.safe_load((copy / "params.yaml").read_text())
     params["model"] = {"size": "tiny", "sizes": {"tiny": TINY.model_dump(mode="json")}}
     params["pretrain"].update(epochs=1, knn_every=1, num_workers=0, lr_steps=[], bank_size=16, transfer_top_k=8)
@@ -55,7 +65,8 @@ def project(tmp_path_factory) -> Path:
     return copy
 
 
-STAGES = ("extract", "preprocess", "pretrain", "finetune", "evaluate", "report")
+STAGES = ("extract@ksl13", "extract@fydpasl", "preprocess@ksl13", "preprocess@fydpasl", "corpus", "pretrain",
+          "finetune@ksl13", "evaluate@ksl13", "report")
 
 
 def dvc(project: Path, *args: str) -> str:
@@ -68,18 +79,25 @@ def test_repro_then_nothing_then_only_what_changed(project):
         assert f"Running stage '{stage}'" in first
     # Every stage's outputs exist and are well formed (the CI smoke run of the whole chain).
     recordings = len(list((project / "data" / "demo").glob("MP_Data*/*/*")))
-    with RaggedFile(project / "data" / "extract" / "keypoints.h5") as keypoints:
+    with RaggedFile(project / "data" / "extract" / "ksl13" / "keypoints.h5") as keypoints:
         assert len(keypoints) == recordings == 5 * len(DEMO_WORDS) * 2
         assert len(set(keypoints.column("signer"))) == 5
-    skipped = (project / "data" / "preprocess" / "preprocess_report.csv").read_text().count("\n") - 1
-    with RaggedFile(project / "data" / "preprocess" / "dataset.h5") as dataset:
+    skipped = (project / "data" / "preprocess" / "ksl13" / "preprocess_report.csv").read_text().count("\n") - 1
+    with RaggedFile(project / "data" / "preprocess" / "ksl13" / "dataset.h5") as dataset:
         assert len(dataset) == recordings - skipped and set(dataset.column("split")) == {"train", "val", "test"}
         tested = list(dataset.column("split")).count("test")
+        trained = list(dataset.column("split")).count("train")
+    with RaggedFile(project / "data" / "preprocess" / "fydpasl" / "dataset.h5") as unlabelled:
+        assert set(unlabelled.column("split")) == {"train"} and set(unlabelled.column("label")) == {-1}
+        unlabelled_count = len(unlabelled)
+    summary = json.loads((project / "data" / "corpus" / "corpus_summary.json").read_text())
+    assert summary["members"]["ksl13"]["chosen"] == trained and summary["members"]["fydpasl"]["chosen"] == unlabelled_count > 0
+    assert summary["unlabelled"] == unlabelled_count and summary["samples"] == trained + unlabelled_count
     assert (project / "data" / "models" / "pretrain" / "checkpoint.pt").is_file()
     assert "knn_top1" in json.loads((project / "data" / "dvclive" / "pretrain" / "metrics.json").read_text())["val"]
-    model, meta = load_model(project / "data" / "models" / "finetune" / "best.pt")
+    model, meta = load_model(project / "data" / "models" / "finetune" / "ksl13" / "best.pt")
     assert len(meta["glosses"]) == len(DEMO_WORDS)
-    metrics = json.loads((project / "reports" / "eval" / "metrics.json").read_text())
+    metrics = json.loads((project / "reports" / "eval" / "ksl13" / "metrics.json").read_text())
     assert list(metrics) == ["test", "selected"]
     assert 0 <= metrics["test"]["per_instance"]["top1"] <= 1 and "top5" in metrics["test"]["per_class"]
     assert metrics["test"]["samples"] == tested
@@ -90,7 +108,8 @@ def test_repro_then_nothing_then_only_what_changed(project):
         assert (project / "reports" / "figures" / figure).stat().st_size > 10_000
 
     second = dvc(project, "repro")
-    assert "Running stage" not in second.replace("Running stage 'inputs'", "")  # inputs rehashes every time
+    # inputs@<dataset> rehashes every time
+    assert "Running stage" not in second.replace("Running stage 'inputs@ksl13'", "").replace("Running stage 'inputs@fydpasl'", "")
 
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["extract"]["max_bad_fraction"] = 0.2
@@ -98,29 +117,88 @@ def test_repro_then_nothing_then_only_what_changed(project):
     status = dvc(project, "status")
     assert "params.yaml" in status and "modified:           extract" in status
     third = dvc(project, "repro")
-    assert "Running stage 'extract'" in third and "Running stage 'preprocess'" in third
-    assert "Running stage 'pretrain'" not in third  # the same dataset.h5 came out: nothing below reruns
+    for stage in ("extract@ksl13", "extract@fydpasl"):
+        assert f"Running stage '{stage}'" in third
+    assert "Running stage 'pretrain'" not in third  # the same dataset.h5 files came out: nothing below reruns
 
     params["preprocess"]["max_frames"] = 20
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     fourth = dvc(project, "repro")
-    assert "Running stage 'preprocess'" in fourth and "Running stage 'extract'" not in fourth
+    assert "Running stage 'preprocess@ksl13'" in fourth and "Running stage 'extract@ksl13'" not in fourth
     assert "Running stage 'pretrain'" in fourth
 
     fifth = dvc(project, "exp", "run", "-S", "pretrain.epochs=2")
-    for stage in ("pretrain", "finetune", "evaluate", "report"):
+    for stage in ("pretrain", "finetune@ksl13", "evaluate@ksl13", "report"):
         assert f"Running stage '{stage}'" in fifth
-    assert "Running stage 'extract'" not in fifth and "Running stage 'preprocess'" not in fifth
-    with RaggedFile(project / "data" / "preprocess" / "dataset.h5") as dataset:
+    assert "Running stage 'extract" not in fifth and "Running stage 'preprocess" not in fifth
+    with RaggedFile(project / "data" / "preprocess" / "ksl13" / "dataset.h5") as dataset:
         assert max(np.diff(dataset.offsets)) == 20
+
+
+def _set(project: Path, key: str, value) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    *parents, leaf = key.split(".")
+    node = params
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _stale(project: Path) -> set[str]:
+    """The stages `dvc status` finds changed, less the inputs@ stages it always lists."""
+    return {stage for stage in json.loads(dvc(project, "status", "--json")) if not stage.startswith("inputs@")}
+
+
+def _ran(output: str) -> set[str]:
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")} - {
+        "inputs@ksl13", "inputs@fydpasl"}
+
+
+def test_one_datasets_params_rerun_its_branch_and_pretraining_onwards_only(project):
+    """Run after the repro test. Each dataset has its own extract@/preprocess@ stages: a change to
+    the unlabelled member's entry reruns its branch, the corpus and what follows, never ksl13's
+    extraction or preprocessing; a change to pretrain.corpus reruns the corpus stage onwards."""
+    dvc(project, "repro")  # up to date (or made so when this test runs alone)
+    assert _stale(project) == set()
+
+    # The unlabelled member's frame shape: its coordinates change, so pretraining reads other data.
+    _set(project, "datasets.fydpasl.frame_size", [640, 240])
+    # corpus depends on all of `datasets` (labelled, pretrain_splits); report prints every section
+    assert _stale(project) == {"extract@fydpasl", "corpus", "report"}
+    ran = _ran(dvc(project, "repro"))
+    assert ran == {"extract@fydpasl", "preprocess@fydpasl", "corpus", "pretrain", "finetune@ksl13", "evaluate@ksl13",
+                   "report"}, ran
+
+    # Leaving the unlabelled member out of the corpus: no dataset is extracted or preprocessed again
+    # (pretrain reads the whole pretrain section, so it is stale at once; finetune once it has run).
+    _set(project, "pretrain.corpus", ["ksl13"])
+    assert _stale(project) == {"corpus", "pretrain", "report"}
+    assert _ran(dvc(project, "repro", "--dry", "corpus")) == {"corpus"}
+    dvc(project, "repro", "corpus")
+    summary = json.loads((project / "data" / "corpus" / "corpus_summary.json").read_text())
+    assert list(summary["members"]) == ["ksl13"] and summary["unlabelled"] == 0
+    assert _stale(project) == {"pretrain", "report"}
+    _set(project, "pretrain.corpus", ["ksl13", "fydpasl"])
+    dvc(project, "repro", "corpus")
+    assert _stale(project) == set()  # the same corpus.csv as before: nothing below needs a rerun
+
+    # The README's Table VI pair, its 0 end: no pretraining, fine-tuning from random weights.
+    zero = _ran(dvc(project, "exp", "run", "-S", "pretrain.corpus_fraction=0"))
+    assert zero == {"corpus", "pretrain", "finetune@ksl13", "evaluate@ksl13", "report"}, zero
+    checkpoint = torch.load(project / "data" / "models" / "pretrain" / "checkpoint.pt", weights_only=True)
+    assert checkpoint.get("untrained") is True
+    summary = json.loads((project / "data" / "corpus" / "corpus_summary.json").read_text())
+    assert summary["samples"] == 0 and summary["fraction"] == 0
+    assert "No pretraining: `pretrain.corpus_fraction: 0`" in (project / "reports" / "results.md").read_text()
 
 
 def test_push_to_and_pull_from_a_local_remote(project, tmp_path):
     """Run after the repro test: the outputs go to a directory remote and come back identical."""
     import hashlib
 
-    outputs = [project / "data" / "extract" / "keypoints.h5", project / "data" / "preprocess" / "dataset.h5",
-               project / "data" / "models" / "finetune" / "best.pt"]
+    outputs = [project / "data" / "extract" / "ksl13" / "keypoints.h5", project / "data" / "preprocess" / "ksl13" / "dataset.h5",
+               project / "data" / "models" / "finetune" / "ksl13" / "best.pt"]
     if not all(path.is_file() for path in outputs):
         dvc(project, "repro")
     digests = {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in outputs}

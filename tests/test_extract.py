@@ -239,7 +239,7 @@ def test_glosses_txt_line_i_is_label_i_whatever_the_gloss_holds(tmp_path):
 def test_folder_names_become_glosses_only_when_they_fit_one_line(tmp_path):
     for name in ("hello", " hello ", "line\u2028break", "next\x85line"):
         _sequences(tmp_path / "data" / name, 1)
-    manifest = build_manifest(make_params(tmp_path / "data").dataset)
+    manifest = build_manifest(make_params(tmp_path / "data").dataset())
     assert manifest.glosses == ["hello"] and [row.gloss for row in manifest.rows] == ["hello", "hello"]
     assert sorted(p.problem for p in manifest.problems) == [
         "gloss 'line\\u2028break' holds a line break or control character: glosses.txt has one gloss per line",

@@ -3,6 +3,7 @@ when training starts and recorded in the checkpoint; evaluate uses the recorded 
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,6 +12,7 @@ from slrpipe.data import frames as frames_module
 from slrpipe.data.dataset import PoseDataset
 from slrpipe.data.frames import auto_frames, median_train_length, resolve_frames
 from slrpipe.errors import SlrpipeError
+from slrpipe.h5io import RaggedFile
 from slrpipe.evaluation import evaluate as evaluate_module
 from slrpipe.evaluation.evaluate import run_evaluate
 from slrpipe.finetune.train import run_finetune
@@ -37,6 +39,14 @@ def test_median_counts_the_training_split_only(dataset):
     assert median_train_length(dataset) == 26
     assert resolve_frames(AugmentParams(frames="auto"), dataset).frames == 26
     assert resolve_frames(AugmentParams(frames=40), dataset).frames == 40
+    # A pretraining corpus: the chosen samples of every member (whatever their split), taken together.
+    with RaggedFile(dataset) as data:
+        ids, splits = list(data.column("sample_id")), list(data.column("split"))
+        lengths = np.diff(data.offsets)
+    chosen = [i for i, split in zip(ids, splits) if split != "train"]
+    assert median_train_length({dataset: chosen}) == np.median([lengths[ids.index(i)] for i in chosen]) > 64
+    with pytest.raises(SlrpipeError, match="no training samples"):
+        median_train_length({dataset: []})
 
 
 def test_the_loader_refuses_an_unresolved_auto(dataset):

@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 from slrpipe.errors import SlrpipeError
 from slrpipe.h5io import RaggedFile, RaggedWriter
 from stages.cli import app
+from tests.conftest import layout
 
 
 def _write(path, samples=3, frames=400):
@@ -30,7 +31,7 @@ def test_truncated_file_is_one_line_naming_the_file_and_the_fix(tmp_path):
     assert "\n" not in message
 
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"dataset": {"source": "mp_data", "root": str(tmp_path)}}))
+    params.write_text(yaml.safe_dump(layout({"dataset": {"source": "mp_data", "root": str(tmp_path)}})))
     result = CliRunner().invoke(app, ["preprocess", "--params", str(params), "--keypoints", str(path), "--out-dir", str(tmp_path / "pre")])
     assert result.exit_code == 1 and result.output.strip() == f"error: {message}"
 

@@ -32,7 +32,8 @@ def guard_params(root):
     from slrpipe.config import parse_params
 
     raw = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
-    raw["dataset"].update(source="mp_data", root=str(root))
+    raw["datasets"] = {"ksl": {"source": "mp_data", "root": str(root)}}
+    raw["finetune"]["targets"] = raw["pretrain"]["corpus"] = ["ksl"]
     raw["augment"].update(frames=16)
     raw["augment"]["pretrain"].update(joint_mask_probability=0.0)
     raw["pretrain"].update(epochs=EPOCHS, lr_steps=[], bank_size=64, part_bank_size=32, transfer_top_k=32,

@@ -14,7 +14,7 @@ from slrpipe.pose.extract import run_extract
 from slrpipe.h5io import RaggedFile
 from slrpipe.data.preprocess import run_preprocess
 from stages.cli import app
-from tests.conftest import REPO
+from tests.conftest import REPO, one_dataset
 
 DEMO = REPO / "data" / "demo"
 # Four samples of the demo: two signs by two signers (frame folders of MediaPipe vectors).
@@ -29,7 +29,7 @@ def _demo_copy(root):
 
 def _project(folder, dataset: dict, **sections):
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "params.yaml").write_text(yaml.safe_dump({"dataset": dataset, **sections}))
+    (folder / "params.yaml").write_text(yaml.safe_dump(one_dataset(dataset, "demo", **sections)))
     return folder / "params.yaml"
 
 
@@ -82,12 +82,12 @@ def test_a_stage_run_from_another_folder_writes_into_the_project(tmp_path, monke
     monkeypatch.chdir(elsewhere)
     result = CliRunner().invoke(app, ["extract", "--params", "../project/params.yaml"])
     assert result.exit_code == 0, result.output
-    assert (project / "data" / "extract" / "keypoints.h5").is_file()
+    assert (project / "data" / "extract" / "demo" / "keypoints.h5").is_file()  # the dataset's own folder
     assert not (elsewhere / "data").exists()
     # The next stage finds the extract stage's output in the project too.
     result = CliRunner().invoke(app, ["preprocess", "--params", str(project / "params.yaml")])
     assert result.exit_code == 0, result.output
-    assert (project / "data" / "preprocess" / "preprocess_report.csv").is_file() and not (elsewhere / "data").exists()
+    assert (project / "data" / "preprocess" / "demo" / "preprocess_report.csv").is_file() and not (elsewhere / "data").exists()
     # A path given on the command line is taken from the current folder, as usual.
     result = CliRunner().invoke(app, ["extract", "--params", "../project/params.yaml", "--out-dir", "mine"])
     assert result.exit_code == 0 and (elsewhere / "mine" / "manifest.csv").is_file()

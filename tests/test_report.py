@@ -18,6 +18,7 @@ from slrpipe.errors import SlrpipeError
 from slrpipe.evaluation.report import markdown_table, read_inputs, run_report
 from slrpipe.evaluation.report.figures import tsne_2d, tsne_perplexity
 from slrpipe.evaluation.report.render import NO_PUBLISHED, schedule, selection_text
+from tests.conftest import one_dataset
 from slrpipe.evaluation.report.tables import (accuracies, best_and_worst, intervals, paper_dataset, paper_results,
                                               run_table, set_intervals)
 
@@ -25,8 +26,9 @@ GLOSSES = ["bad", "do it", "don't", "follow me", "glad", "good", "hate", "i'm fi
 METRICS = {"per_instance": {"top1": 0.423077, "top5": 0.884615}, "per_class": {"top1": 0.401389, "top5": 0.875}}
 
 
-def make_params(tmp_path: Path, source: str = "msasl", num_classes: int | None = 100, **sections: dict):
-    data = {"dataset": {"source": source, "root": str(tmp_path / "data"), "num_classes": num_classes}, **sections}
+def make_params(tmp_path: Path, source: str = "msasl", num_classes: int | None = 100, name: str = "data", **sections: dict):
+    """Params with the one dataset `name` (the corpus and the only target)."""
+    data = one_dataset({"source": source, "root": str(tmp_path / "data"), "num_classes": num_classes}, name, **sections)
     return parse_params(data, tmp_path / "params.yaml")
 
 
@@ -154,7 +156,7 @@ def test_msasl_finetune_beside_table_one(msasl):
     assert "official split" in text and "train 77, val 26, test 25" in text
     assert "Pretraining | 150 epochs" in text
     block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
-    assert yaml.safe_load(block)["dataset"]["num_classes"] == 100
+    assert yaml.safe_load(block)["datasets"]["data"]["num_classes"] == 100
     assert "(figures/tsne.png)" in text and "(figures/curves.png)" in text
 
 
@@ -194,7 +196,7 @@ def test_fused_metrics_show_ours_plus_r(tmp_path):
 
 
 def test_dataset_not_in_the_paper(tmp_path):
-    params = make_params(tmp_path, "mp_data", None, preprocess={"split": "signer", "seed": 3})
+    params = make_params(tmp_path, "mp_data", None, "ksl13", preprocess={"split": "signer", "seed": 3})
     path, text = render(tmp_path, params)
     assert f"{NO_PUBLISHED}:" in text
     assert "| all test samples | 42.31 | 88.46 | 40.14 | 87.50 |" in text
@@ -202,7 +204,8 @@ def test_dataset_not_in_the_paper(tmp_path):
     assert "split by signer" in text.replace("seeded split by signer", "split by signer") and "seed 3" in text
     rows = csv_rows(path.parent / "results.csv")
     assert {r["source"] for r in rows} == {"this run"}
-    assert {r["dataset"] for r in rows} == {"data"}  # the dataset folder's name
+    assert {r["dataset"] for r in rows} == {"ksl13"}  # its name under datasets:
+    assert text.startswith("# Results: ksl13, protocol finetune")
 
 
 def test_semi_protocol_uses_table_five(tmp_path):
@@ -302,19 +305,22 @@ def test_stage_command(tmp_path):
     from stages.common import standalone
     from stages.report import report
 
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"dataset": {"source": "mp_data", "root": "data"}}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(one_dataset({"source": "mp_data", "root": "data"}, "ksl")))
     runner = CliRunner()
     missing = runner.invoke(standalone(report), ["--params", str(tmp_path / "params.yaml"), "--eval-dir", str(tmp_path / "none")])
     assert missing.exit_code == 1 and "run `dvc repro evaluate`" in missing.output
-    write_eval(tmp_path / "eval")
-    write_preprocess(tmp_path / "pre")
+    assert str(tmp_path / "none" / "ksl" / "metrics.json") in missing.output  # the target's own folder
+    write_eval(tmp_path / "eval" / "ksl")
+    write_preprocess(tmp_path / "pre" / "ksl")
     arguments = ["--params", str(tmp_path / "params.yaml"), "--eval-dir", str(tmp_path / "eval"), "--preprocess-dir",
-                 str(tmp_path / "pre"), "--live-dir", str(tmp_path / "live"), "--out-dir", str(tmp_path / "out")]
+                 str(tmp_path / "pre"), "--live-dir", str(tmp_path / "live"), "--out-dir", str(tmp_path / "out"),
+                 "--baseline-dir", str(tmp_path / "baseline")]
     missing = runner.invoke(standalone(report), arguments)
     assert missing.exit_code == 1 and "run `dvc repro baseline`" in missing.output
-    write_scores(tmp_path / "eval", np.ones(60, bool))
-    write_baseline(tmp_path / "baseline", np.ones(60, bool))
-    result = runner.invoke(standalone(report), [*arguments, "--baseline-dir", str(tmp_path / "baseline")])
+    assert str(tmp_path / "baseline" / "ksl" / "metrics.json") in missing.output  # the target's own folder
+    write_scores(tmp_path / "eval" / "ksl", np.ones(60, bool))
+    write_baseline(tmp_path / "baseline" / "ksl", np.ones(60, bool))
+    result = runner.invoke(standalone(report), arguments)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "results.md").is_file() and (tmp_path / "out" / "results.csv").is_file()
     assert "baseline: logistic regression" in (tmp_path / "out" / "results.md").read_text()
@@ -571,3 +577,36 @@ def test_fused_and_subset_rows_carry_their_own_intervals():
     table = run_table(accuracies(metrics), found[""], {k: v for k, v in found.items() if k}).values.tolist()
     assert table[1][:2] == ["fused (+R)", "50.00 [40.00, 60.00]"] and table[1][3] == "45.00 [35.00, 55.00]"
     assert table[2][:2] == ["subset confusing", "20.00 [10.00, 30.00]"] and table[2][3] == "20.00"
+
+
+def test_several_targets_get_a_section_each_after_the_corpus_table(tmp_path):
+    """One results.md: the pretraining corpus (with its unlabelled member), then a section per
+    target, MSASL100 beside the paper's Table I, the demo's dataset without published numbers."""
+    from slrpipe.evaluation.report import TargetDirs, run_reports
+
+    params = parse_params({
+        "datasets": {"msasl100": {"source": "msasl", "root": "m", "num_classes": 100},
+                     "ksl13": {"source": "mp_data", "root": "k"},
+                     "rec": {"source": "mp_data", "root": "r", "labelled": False}},
+        "pretrain": {"corpus": ["msasl100", "ksl13", "rec"], "corpus_fraction": 0.5},
+        "finetune": {"targets": ["msasl100", "ksl13"]}}, tmp_path / "params.yaml")
+    live = write_live(tmp_path / "dvclive")
+    targets = {name: TargetDirs(write_eval(tmp_path / "eval" / name), write_preprocess(tmp_path / "pre" / name),
+                                {"pretrain": live["pretrain"], "finetune": live["finetune"]}) for name in ("msasl100", "ksl13")}
+    member = {"labelled": True, "splits": ["train"], "samples": 128, "eligible": 77, "test_duplicates": 0, "chosen": 38}
+    corpus = {"fraction": 0.5, "samples": 106, "unlabelled": 30, "monitor": {"dataset": "msasl100", "file_digest": "x"},
+              "members": {"msasl100": member, "ksl13": {**member, "test_duplicates": 2, "chosen": 38},
+                          "rec": {"labelled": False, "splits": ["train"], "samples": 60, "eligible": 60, "test_duplicates": 0,
+                                  "chosen": 30}}}
+    text = run_reports(params, targets, corpus, tmp_path / "out").read_text(encoding="utf-8")
+    assert text.startswith("# Results: MSASL100, ksl13, protocol finetune")
+    corpus_part = text.split("## Pretraining corpus", 1)[1].split("## MSASL100", 1)[0]
+    assert "Pretraining read 106 samples (30 of them unlabelled), `pretrain.corpus_fraction: 0.5`" in corpus_part
+    assert "| rec | no | train | 60 | 60 | 0 | 30 |" in corpus_part and "| total |  |  | 316 | 214 | 2 | 106 |" in corpus_part
+    msasl, ksl = text.split("## MSASL100", 1)[1].split("## ksl13", 1)
+    assert "| paper, Table I | Ours | 86.26 |" in msasl and NO_PUBLISHED not in msasl
+    assert NO_PUBLISHED in ksl and "86.26" not in ksl
+    assert (tmp_path / "out" / "figures" / "msasl100" / "tsne.png").is_file()
+    assert (tmp_path / "out" / "figures" / "ksl13" / "tsne.png").is_file()
+    rows = csv_rows(tmp_path / "out" / "results.csv")
+    assert {r["dataset"] for r in rows if r["source"] == "this run"} == {"MSASL100", "ksl13"}

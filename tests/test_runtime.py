@@ -6,7 +6,7 @@ import torch
 from slrpipe.engine import runtime
 from slrpipe.config import parse_params
 from slrpipe.errors import ParamsError
-from tests.conftest import REPO
+from tests.conftest import REPO, layout
 
 
 @pytest.mark.parametrize(("setting", "workers", "cores", "environ", "expected"), [
@@ -39,7 +39,7 @@ def test_start_sets_threads_and_stop_restores_them(monkeypatch):
 @pytest.mark.parametrize("section", ["pretrain", "finetune"])
 def test_threads_setting_is_auto_or_a_positive_integer(section):
     def parse(value):
-        return parse_params({"dataset": {"source": "mp_data", "root": "x"}, section: {"threads": value}}, REPO / "params.yaml")
+        return parse_params(layout({"dataset": {"source": "mp_data", "root": "x"}, section: {"threads": value}}), REPO / "params.yaml")
 
     assert getattr(parse("auto"), section).threads == "auto"
     assert getattr(parse(3), section).threads == 3

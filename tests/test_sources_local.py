@@ -4,14 +4,15 @@ import os
 import numpy as np
 import pytest
 
-from slrpipe.config import parse_params
+from slrpipe.config import DatasetParams, parse_params
 from slrpipe.errors import SlrpipeError
 from slrpipe.pose.manifest import KIND_MMPOSE_JSON, KIND_MP_FRAMES, KIND_MP_SEQUENCE, KIND_VIDEO, read_manifest_csv, write_manifest_csv
 from slrpipe.pose.sources import build_manifest
+from tests.conftest import layout
 
 
 def _manifest(source, root, **dataset):
-    return build_manifest(parse_params({"dataset": {"source": source, "root": str(root), **dataset}}).dataset)
+    return build_manifest(DatasetParams(source=source, root=root, **dataset), "mine")
 
 
 def test_ksl13_sessions_become_signers(shared):
@@ -76,9 +77,10 @@ def test_mmpose_json_folder(shared):
 
 
 def test_missing_root_and_empty_root(tmp_path):
-    with pytest.raises(SlrpipeError, match="dataset.root .* is not a folder"):
+    # The params key of the dataset's root is named, so a project of several datasets says which.
+    with pytest.raises(SlrpipeError, match=r"^datasets\.mine\.root .* is not a folder"):
         _manifest("video_folder", tmp_path / "absent")
-    with pytest.raises(SlrpipeError, match="no video files found"):
+    with pytest.raises(SlrpipeError, match=r"^datasets\.mine\.root .*no video files found"):
         _manifest("video_folder", tmp_path)
 
 
@@ -150,7 +152,7 @@ def test_manifest_csv_paths_naming_no_file_are_bad_rows(tmp_path):
     from slrpipe.pose.skipped import read_report
 
     np.save(tmp_path / "seq.npy", np.random.default_rng(0).random((10, 258)))
-    params = parse_params({"dataset": {"source": "manifest", "root": str(tmp_path / "list.csv")}, "extract": {"max_bad_fraction": 0.9}})
+    params = parse_params(layout({"dataset": {"source": "manifest", "root": str(tmp_path / "list.csv")}, "extract": {"max_bad_fraction": 0.9}}))
     result = run_extract(params, tmp_path / "out", None)
     assert result.extracted == 1 and read_report(tmp_path / "out" / "extract_report.csv") == manifest.problems
     with pytest.raises(SlrpipeError, match=r"6 of 7 samples are bad \(86% > extract.max_bad_fraction 50%\)"):

@@ -24,14 +24,25 @@ FRAMES_AUTO_MIN = 16
 FRAMES_AUTO_MAX = 64
 
 
-def median_train_length(dataset_path: Path) -> float:
-    """The median number of frames of the training split's sequences in a preprocess dataset.h5."""
-    with RaggedFile(dataset_path) as dataset:
-        lengths = np.diff(dataset.offsets)
-        train = np.array([split == "train" for split in dataset.column("split")], dtype=bool)
-    if not train.any():
-        raise SlrpipeError(f"{dataset_path} has no training samples, which augment.frames: auto takes its length from")
-    return float(np.median(lengths[train]))
+def median_train_length(source: Path | dict[Path, list[str]]) -> float:
+    """The median number of frames of the training sequences: a preprocess dataset.h5's training
+    split, or a pretraining corpus's chosen samples ({dataset.h5: sample ids}) taken together."""
+    members = {source: None} if isinstance(source, Path) else source
+    chosen_lengths = []
+    for path, ids in members.items():
+        with RaggedFile(path) as dataset:
+            lengths = np.diff(dataset.offsets)
+            if ids is None:
+                chosen = np.array([split == "train" for split in dataset.column("split")], dtype=bool)
+            else:
+                wanted = set(ids)
+                chosen = np.array([sample_id in wanted for sample_id in dataset.column("sample_id")], dtype=bool)
+        chosen_lengths.append(lengths[chosen])
+    lengths = np.concatenate(chosen_lengths) if chosen_lengths else np.zeros(0)
+    if not len(lengths):
+        names = ", ".join(str(path) for path in members)
+        raise SlrpipeError(f"{names or 'the corpus'}: no training samples, which augment.frames: auto takes its length from")
+    return float(np.median(lengths))
 
 
 def auto_frames(median_length: float) -> int:
@@ -39,11 +50,12 @@ def auto_frames(median_length: float) -> int:
     return int(min(FRAMES_AUTO_MAX, max(FRAMES_AUTO_MIN, round(median_length))))
 
 
-def resolve_frames(settings: AugmentParams, dataset_path: Path) -> AugmentParams:
-    """`settings` with `frames: auto` replaced by its number for this dataset; a number stays as it is."""
+def resolve_frames(settings: AugmentParams, source: Path | dict[Path, list[str]]) -> AugmentParams:
+    """`settings` with `frames: auto` replaced by its number for this dataset (or corpus, see
+    median_train_length); a number stays as it is."""
     if settings.frames != "auto":
         return settings
-    median = median_train_length(dataset_path)
+    median = median_train_length(source)
     frames = auto_frames(median)
     log.info("augment.frames: auto -> %d (median training sequence length %.1f frames, clamped to [%d, %d])",
              frames, median, FRAMES_AUTO_MIN, FRAMES_AUTO_MAX)

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from slrpipe.pose import joints
 from slrpipe.config import Params, PreprocessParams
 from slrpipe.errors import SampleError, SlrpipeError
-from slrpipe.h5io import GLOSSES_FILE, RaggedFile, RaggedWriter, write_glosses, write_json
+from slrpipe.h5io import DATASET_FILE, GLOSSES_FILE, RaggedFile, RaggedWriter, write_glosses, write_json
 from slrpipe.pose.manifest import SPLITS, Problem, drop_empty_classes
 from slrpipe.pose.skipped import check_bad_fraction, write_report
 from slrpipe.data.splits import assign_splits, label_subsets
@@ -190,7 +190,6 @@ def normalize(keypoints: np.ndarray, frame_size: tuple[int, int], settings: Prep
 
 # ---- the stage -----------------------------------------------------------------------------
 FILE_FORMAT = "slrpipe.dataset/1"
-DATASET_FILE = "dataset.h5"
 SUBSETS_FILE = "label_subsets.json"
 REPORT_FILE = "preprocess_report.csv"
 SUMMARY_FILE = "preprocess_summary.json"
@@ -218,10 +217,16 @@ def run_preprocess(params: Params, keypoints_path: Path, out_dir: Path) -> Prepr
         labels = [int(label) for label in columns["label"]]
         # Splits and subsets are drawn over every extracted sample before normalizing, so a
         # sample that fails here does not move any other sample to another split.
-        splits = assign_splits(labels, columns["signer"], columns["split"], settings.split,
-                               settings.val_fraction, settings.test_fraction, settings.seed)
-        train = [i for i, split in enumerate(splits) if split == "train"]
-        subset_indices = label_subsets(train, labels, settings.label_fractions, settings.seed)
+        # Recordings without glosses (datasets.<name>.labelled: false) only serve pretraining:
+        # every sample is a training sample, and there are no labelled subsets to draw.
+        labelled = bool((source.attr("dataset") or {}).get("labelled", True))
+        if labelled:
+            splits = assign_splits(labels, columns["signer"], columns["split"], settings.split,
+                                   settings.val_fraction, settings.test_fraction, settings.seed)
+            train = [i for i, split in enumerate(splits) if split == "train"]
+            subset_indices = label_subsets(train, labels, settings.label_fractions, settings.seed)
+        else:
+            splits, subset_indices = ["train"] * len(labels), {}
 
         problems: list[Problem] = []
         trunk_fallback: list[str] = []
@@ -276,6 +281,7 @@ def run_preprocess(params: Params, keypoints_path: Path, out_dir: Path) -> Prepr
                 format=FILE_FORMAT,
                 glosses=glosses,
                 preprocess=settings.model_dump(mode="json"),
+                labelled=labelled,
                 label_subsets=subsets,
                 source=Path(os.path.relpath(keypoints_path, out_dir)).as_posix(),  # the same on every clone
             )

@@ -36,8 +36,10 @@ class BaselineResult:
     C: float
 
 
-def run_baseline(params: Params, dataset_path: Path, out_dir: Path) -> BaselineResult:
-    """Fit the baseline (C chosen on validation), score the test split, write scores.csv and metrics.json."""
+def run_baseline(params: Params, dataset_path: Path, out_dir: Path, name: str | None = None) -> BaselineResult:
+    """Fit the baseline on dataset `name` (None: the only one), preprocessed into `dataset_path`
+    (C chosen on validation), score its test split, write scores.csv and metrics.json."""
+    source = params.datasets[params.dataset_name(name)].source
     fit = fit_baseline(params, dataset_path)
     test = PoseDataset(dataset_path, resolve_frames(params.augment, dataset_path), "eval", split="test")
     if len(test) == 0:
@@ -45,7 +47,7 @@ def run_baseline(params: Params, dataset_path: Path, out_dir: Path) -> BaselineR
     scores, labels = score_baseline(fit.model, test)
     ks = [k for k in params.evaluate.topk if k <= len(fit.glosses)]
     signers = signers_of(dataset_path, test.indices)
-    metrics, intervals = scored_metrics(params.evaluate, scores, labels, ks, subsets_of(params.dataset.source, fit.glosses, labels),
+    metrics, intervals = scored_metrics(params.evaluate, scores, labels, ks, subsets_of(source, fit.glosses, labels),
                                       signers)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_scores_csv(out_dir / SCORES_FILE, test.sample_ids, labels, scores, fit.glosses)

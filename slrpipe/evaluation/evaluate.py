@@ -126,7 +126,10 @@ def scored_metrics(settings: EvaluateParams, scores: np.ndarray, labels: np.ndar
             {f"{SPLIT}/{name}": value for name, value in intervals.items()})
 
 
-def run_evaluate(params: Params, model_path: Path, dataset_path: Path, out_dir: Path) -> EvaluateResult:
+def run_evaluate(params: Params, model_path: Path, dataset_path: Path, out_dir: Path, name: str | None = None) -> EvaluateResult:
+    """Score the test split of dataset `name` (None: the only one), preprocessed into `dataset_path`."""
+    name = params.dataset_name(name)
+    source = params.datasets[name].source
     settings = params.evaluate
     device = resolve_device(settings.device)
     model, meta = load_model(model_path)
@@ -141,10 +144,10 @@ def run_evaluate(params: Params, model_path: Path, dataset_path: Path, out_dir: 
     ks = [k for k in settings.topk if k <= len(glosses)]
     for k in sorted(set(settings.topk) - set(ks)):
         log.warning("top-%d left out: the model has only %d classes", k, len(glosses))
-    subsets = subsets_of(params.dataset.source, glosses, labels)
+    subsets = subsets_of(source, glosses, labels)
     fused = None
-    if settings.fusion_scores is not None:
-        other_ids, other_scores = read_scores_csv(settings.fusion_scores, glosses)
+    if (fusion := settings.fusion_file(name)) is not None:
+        other_ids, other_scores = read_scores_csv(fusion, glosses)
         fused = fuse(test.sample_ids, scores, other_ids, other_scores, settings.fusion_normalize)
     signers = signers_of(dataset_path, test.indices)
     signer_count = None if signers is None else len(set(signers))

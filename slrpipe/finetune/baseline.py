@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from slrpipe.config import Params
+from slrpipe.config import DatasetParams, Params
 from slrpipe.data.dataset import PoseDataset
 from slrpipe.data.frames import resolve_frames
 from slrpipe.data.subsets import subset_key
@@ -104,8 +104,8 @@ def fit_baseline(params: Params, dataset_path: Path) -> BaselineFit:
     return BaselineFit(model, C, val_top1, top1(model, train_inputs, train_labels), train.glosses)
 
 
-def run_baseline_protocol(params: Params, dataset_path: Path, out_dir: Path, live_dir: Path | None,
-                          best: str, last: str) -> tuple[dict, dict[str, float]]:
+def run_baseline_protocol(params: Params, dataset: DatasetParams, dataset_path: Path, out_dir: Path,
+                          live_dir: Path | None, best: str, last: str) -> tuple[dict, dict[str, float]]:
     """`finetune.protocol: baseline`: fit and write the model file as best.pt (and last.pt, the
     finetune stage's other output, the same file: there is nothing to resume). Returns how the
     model was chosen (`selected`, as best.pt records it) and the logged metrics."""
@@ -117,7 +117,7 @@ def run_baseline_protocol(params: Params, dataset_path: Path, out_dir: Path, liv
     # The model file's augment section is what evaluate and predict build their loader from: a number, never auto.
     params = params.model_copy(update={"augment": resolve_frames(params.augment, dataset_path)})
     for name in (best, last):
-        save_model(out_dir / name, fit.model, params, fit.glosses, preprocess, selected)
+        save_model(out_dir / name, fit.model, params, dataset, fit.glosses, preprocess, selected)
     live = open_live(live_dir, 0)
     metrics = {"train/top1": fit.train_top1, **({"val/top1": fit.val_top1} if fit.val_top1 is not None else {})}
     log_epoch(live, metrics)

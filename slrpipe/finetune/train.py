@@ -12,7 +12,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from slrpipe.config import Params
+from slrpipe.config import DatasetParams, Params
 from slrpipe.data.dataset import PoseDataset
 from slrpipe.data.frames import resolve_frames
 from slrpipe.data.subsets import subset_key
@@ -69,18 +69,33 @@ def replaces_best(select: str, metrics: dict[str, float], selected: dict | None,
 
 
 def run_finetune(params: Params, dataset_path: Path, pretrained: Path, out_dir: Path, live_dir: Path | None,
-                 resume: bool = True) -> FinetuneResult:
+                 resume: bool = True, name: str | None = None) -> FinetuneResult:
+    """Train on dataset `name` (None: the only one), preprocessed into `dataset_path`."""
+    dataset = params.dataset(name)
     if params.finetune.protocol == "baseline":  # no encoder, no epochs: a logistic regression (finetune.baseline)
-        return FinetuneResult(1, *run_baseline_protocol(params, dataset_path, out_dir, live_dir, BEST, LAST))
+        return FinetuneResult(1, *run_baseline_protocol(params, dataset, dataset_path, out_dir, live_dir, BEST, LAST))
     runtime = start(params.finetune.device, params.finetune.threads, params.finetune.num_workers)
     try:
-        return _train(params, dataset_path, pretrained, out_dir, live_dir, resume, runtime)
+        return _train(params, dataset, dataset_path, pretrained, out_dir, live_dir, resume, runtime)
     finally:
         stop(runtime)
 
 
-def _train(params: Params, dataset_path: Path, pretrained: Path, out_dir: Path, live_dir: Path | None, resume: bool,
-           runtime: Runtime) -> FinetuneResult:
+def pretrained_state(pretrained: Path) -> dict | None:
+    """The pretrain checkpoint's state, or None when pretraining was skipped (corpus_fraction 0)."""
+    if not pretrained.is_file():
+        raise SlrpipeError(f"pretrained checkpoint {pretrained} not found: run the pretrain stage (dvc repro pretrain) "
+                           "or use finetune.protocol: scratch")
+    state = load_checkpoint(pretrained, output=True)
+    if state.get("untrained"):
+        log.warning("%s: %s, so the encoders start from random initialisation (as protocol scratch)",
+                    pretrained, state.get("reason", "no pretraining"))
+        return None
+    return state
+
+
+def _train(params: Params, dataset: DatasetParams, dataset_path: Path, pretrained: Path, out_dir: Path,
+           live_dir: Path | None, resume: bool, runtime: Runtime) -> FinetuneResult:
     s = params.finetune
     # `augment.frames: auto` becomes a number here, once: best.pt records it for evaluate and predict.
     params = params.model_copy(update={"augment": resolve_frames(params.augment, dataset_path)})
@@ -106,11 +121,8 @@ def _train(params: Params, dataset_path: Path, pretrained: Path, out_dir: Path, 
 
     model = build_classifier(params.model.chosen, len(train_set.glosses), s)
     uses_pretraining = s.protocol != "scratch"
-    if uses_pretraining:
-        if not pretrained.is_file():
-            raise SlrpipeError(f"pretrained checkpoint {pretrained} not found: run the pretrain stage (dvc repro pretrain) "
-                               "or use finetune.protocol: scratch")
-        model.load_pretrained(load_checkpoint(pretrained, output=True), pretrained)
+    if uses_pretraining and (state := pretrained_state(pretrained)) is not None:
+        model.load_pretrained(state, pretrained)
     linear = s.protocol == "linear"
     if linear:
         model.encoders.requires_grad_(False)
@@ -145,7 +157,7 @@ def _train(params: Params, dataset_path: Path, pretrained: Path, out_dir: Path, 
         if replaces_best(s.select, metrics, selected, epoch == s.schedule.epochs):
             metric = SELECTION_METRIC[s.select]
             selected = {"select": s.select, "epoch": epoch, "metric": metric, "value": metrics.get(metric)}
-            save_model(out_dir / BEST, model, params, train_set.glosses, preprocess, selected)
+            save_model(out_dir / BEST, model, params, dataset, train_set.glosses, preprocess, selected)
         return metrics
 
     def stop_early(epoch: int) -> bool:

@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from slrpipe.config import FinetuneParams, ModelSize, Params
+from slrpipe.config import DatasetParams, FinetuneParams, ModelSize, Params
 from slrpipe.data.augment import mask_of
 from slrpipe.engine.checkpoints import load_checkpoint, save_checkpoint
 from slrpipe.engine.loop import run_eval, to_device
@@ -84,9 +84,10 @@ def build_classifier(size: ModelSize, classes: int, settings: FinetuneParams) ->
     return SignClassifier(size, classes, branches_of(settings.branches), parts_of(settings.parts), settings.combine)
 
 
-def save_model(path: Path, model: SignClassifier | BaselineClassifier, params: Params, glosses: list[str],
-               preprocess: dict, selected: dict) -> None:
-    """The deployable model file: weights plus everything needed to prepare new inputs the same way."""
+def save_model(path: Path, model: SignClassifier | BaselineClassifier, params: Params, dataset: DatasetParams,
+               glosses: list[str], preprocess: dict, selected: dict) -> None:
+    """The deployable model file: weights plus everything needed to prepare new inputs the same way
+    (`dataset`: the one it was trained on, whose frame size and rate pose-file inputs default to)."""
     baseline = baseline_state(model) if isinstance(model, BaselineClassifier) else {}
     save_checkpoint({
         "format": MODEL_FORMAT,
@@ -96,7 +97,7 @@ def save_model(path: Path, model: SignClassifier | BaselineClassifier, params: P
         "glosses": list(glosses),
         "preprocess": preprocess,
         "augment": params.augment.model_dump(mode="json"),
-        "dataset": {"frame_size": list(params.dataset.frame_size), "fps": params.dataset.fps},
+        "dataset": {"frame_size": list(dataset.frame_size), "fps": dataset.fps},
         "epoch": selected["epoch"],
         "selected": selected,  # how this epoch was chosen (finetune.select)
         **({"format": BASELINE_FORMAT, **baseline} if baseline else {}),

@@ -278,12 +278,12 @@ def _extract_attrs(settings: ExtractParams) -> dict:
     return stored
 
 
-def _attrs(params: Params, manifest: Manifest, shard: Shard | None) -> dict:
+def _attrs(params: Params, dataset: DatasetParams, manifest: Manifest, shard: Shard | None) -> dict:
     return {
         "format": FILE_FORMAT,
         "glosses": manifest.glosses,
         # Not the root: where the dataset lies differs between clones; DVC tracks what it holds.
-        "dataset": params.dataset.model_dump(mode="json", exclude={"root"}),
+        "dataset": dataset.model_dump(mode="json", exclude={"root"}),
         "extract": _extract_attrs(params.extract),
         "shard": [shard.index, shard.count] if shard else [],
     }
@@ -349,14 +349,17 @@ def _finish(out_dir: Path, result: ExtractResult, limit: float) -> None:
     check_bad_fraction(len(result.problems), result.total, limit, "extract.max_bad_fraction", out_dir / REPORT_FILE)
 
 
-def run_extract(params: Params, out_dir: Path, cache_dir: Path | None, shard: Shard | None = None) -> ExtractResult:
-    """Extract every sample (or one shard of them) into `out_dir`."""
-    manifest = build_manifest(params.dataset)
+def run_extract(params: Params, out_dir: Path, cache_dir: Path | None, shard: Shard | None = None,
+                name: str | None = None) -> ExtractResult:
+    """Extract every sample (or one shard of them) of dataset `name` (None: the only one) into `out_dir`."""
+    name = params.dataset_name(name)
+    dataset = params.datasets[name]
+    manifest = build_manifest(dataset, name)
     rows = shard.select(manifest.rows) if shard else manifest.rows
     # Problems found while reading the annotations belong to the shard that owns them too.
     source_problems = [p for i, p in enumerate(manifest.problems) if shard is None or i % shard.count == shard.index]
     keep_wholebody = params.extract.keep_wholebody
-    extractor = Extractor(params.dataset, params.extract, cache_dir, dataset_folder(params.dataset))
+    extractor = Extractor(dataset, params.extract, cache_dir, dataset_folder(dataset))
     out_dir.mkdir(parents=True, exist_ok=True)
     for problem in source_problems:
         log.warning("skipped %s: %s", problem.sample_id, problem.problem)
@@ -366,7 +369,7 @@ def run_extract(params: Params, out_dir: Path, cache_dir: Path | None, shard: Sh
         frames, problems = _extract_rows(extractor, rows, writer, keep_wholebody)
         # One shard cannot tell whether another holds a gloss's samples: merging decides.
         manifest, dropped = _drop_empty_glosses(manifest, writer) if shard is None else (manifest, [])
-        writer.attrs.update(_attrs(params, manifest, shard))
+        writer.attrs.update(_attrs(params, dataset, manifest, shard))
         extracted = len(writer)
     result = ExtractResult(manifest, extracted, frames, sorted(source_problems + problems, key=lambda p: p.sample_id), dropped)
     if shard:
@@ -378,9 +381,11 @@ def run_extract(params: Params, out_dir: Path, cache_dir: Path | None, shard: Sh
     return result
 
 
-def merge_shards(params: Params, out_dir: Path, count: int) -> ExtractResult:
-    """Join the files of `count` shards into the stage's outputs, in manifest order."""
-    manifest = build_manifest(params.dataset)
+def merge_shards(params: Params, out_dir: Path, count: int, name: str | None = None) -> ExtractResult:
+    """Join the files of `count` shards of dataset `name` into the stage's outputs, in manifest order."""
+    name = params.dataset_name(name)
+    dataset = params.datasets[name]
+    manifest = build_manifest(dataset, name)
     keep_wholebody = params.extract.keep_wholebody
     shard_files = []
     problems: list[Problem] = []
@@ -418,7 +423,7 @@ def merge_shards(params: Params, out_dir: Path, count: int) -> ExtractResult:
             _append(writer, row, sample, keep_wholebody)
             frames += len(sample.keypoints)
         manifest, dropped = _drop_empty_glosses(manifest, writer)
-        writer.attrs.update(_attrs(params, manifest, None))
+        writer.attrs.update(_attrs(params, dataset, manifest, None))
         extracted = len(writer)
     for shard_file in shard_files:
         shard_file.close()

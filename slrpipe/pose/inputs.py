@@ -1,6 +1,6 @@
-"""The `inputs` stage: a content digest of every file the dataset references outside dataset.root.
+"""The `inputs` stage: a content digest of every file a dataset references outside its root.
 
-DVC sees the files of a stage's deps only. extract depends on dataset.root, which for a folder
+DVC sees the files of a stage's deps only. extract depends on the dataset's root (datasets.<name>.root), which for a folder
 dataset holds every sample; a `manifest` dataset's root is the CSV alone, and the clips and
 pose files it lists may lie anywhere. This stage, which `dvc repro` runs every time
 (`always_changed`), hashes those files' content into one small table; extract depends on the
@@ -27,7 +27,7 @@ MISSING = "missing"
 
 @dataclass
 class InputsResult:
-    referenced: int  # files and folders the dataset names outside dataset.root
+    referenced: int  # files and folders the dataset names outside its root
     samples: int  # every sample the dataset names, inside root or not
 
 
@@ -51,17 +51,20 @@ def _outside_root(dataset: DatasetParams, path: str) -> bool:
     return Path(path).is_absolute() or ".." in Path(path).parts
 
 
-def referenced_outside_root(dataset: DatasetParams) -> tuple[list[str], int]:
+def referenced_outside_root(dataset: DatasetParams, name: str | None = None) -> tuple[list[str], int]:
     """Paths (as the manifest writes them) of the samples, usable or reported, that DVC does
-    not see through dataset.root; and how many samples the dataset names in all."""
-    manifest = build_manifest(dataset)
+    not see through the dataset's root; and how many samples the dataset names in all."""
+    manifest = build_manifest(dataset, name)
     named = [row.path for row in manifest.rows] + [problem.path for problem in manifest.problems if problem.path]
     return sorted({path for path in named if _outside_root(dataset, path)}), len(named)
 
 
-def run_inputs(params: Params, out_path: Path) -> InputsResult:
-    paths, samples = referenced_outside_root(params.dataset)
-    folder = dataset_folder(params.dataset)
+def run_inputs(params: Params, out_path: Path, name: str | None = None) -> InputsResult:
+    """Digests of the files dataset `name` (None: the only one) references outside its root."""
+    name = params.dataset_name(name)
+    dataset = params.datasets[name]
+    paths, samples = referenced_outside_root(dataset, name)
+    folder = dataset_folder(dataset)
     # Hashing reads files: threads overlap the reads (hashlib releases the GIL).
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         digests = list(pool.map(lambda path: path_digest(folder / path), paths))

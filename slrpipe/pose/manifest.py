@@ -105,8 +105,9 @@ def drop_empty_classes(glosses: list[str], labels: list[int], kept: list[int]) -
     that remain, the old -> new label of each (renumbered 0..C-1 in the same sorted order, so
     line i of glosses.txt stays label i) and one report row per gloss left out.
     """
-    present = sorted(set(kept))
-    new_label = {old: new for new, old in enumerate(present)}
+    present = sorted(label for label in set(kept) if label >= 0)
+    # -1 (no label: an unlabelled dataset's samples) stays -1.
+    new_label = {-1: -1, **{old: new for new, old in enumerate(present)}}
     counts = Counter(labels)
     dropped = [
         Problem("", "", f"gloss {gloss!r} dropped: none of its {counts[label]} sample(s) is usable; labels renumbered")

@@ -12,11 +12,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from slrpipe.config import Params, PretrainParams
-from slrpipe.data.dataset import PoseDataset
+from slrpipe.data.corpus import Corpus
+from slrpipe.data.dataset import PoseDataset, corpus_dataset
 from slrpipe.data.frames import resolve_frames
 from slrpipe.errors import SlrpipeError
-from slrpipe.h5io import file_digest
-from slrpipe.engine.checkpoints import Checkpointer, code_digest, fingerprint
+from slrpipe.h5io import write_json
+from slrpipe.engine.checkpoints import Checkpointer, code_digest, fingerprint, save_checkpoint
 from slrpipe.engine.compiling import compile_in_place
 from slrpipe.engine.loop import fit, recalibrate_batchnorm, run_eval, sgd_with_steps, start_epoch, to_device, train_loader
 from slrpipe.engine.runtime import Runtime, distribute, start, stop
@@ -39,9 +40,9 @@ class PretrainResult:
 CODE = ("slrpipe.pretrain", "slrpipe.model", "slrpipe.data.dataset", "slrpipe.data.augment", "slrpipe.engine")
 
 
-def settings_fingerprint(params: Params, dataset_path: Path) -> str:
+def settings_fingerprint(params: Params, corpus: Corpus) -> str:
     """What a checkpoint must share with this run to be resumed: settings, training data, code."""
-    return fingerprint(params.pretrain, params.model.chosen, params.augment, file_digest(dataset_path), code_digest(*CODE))
+    return fingerprint(params.pretrain, params.model.chosen, params.augment, corpus.digest(), code_digest(*CODE))
 
 
 def embed(model: Pretrainer, dataset: PoseDataset, device: torch.device, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,8 +56,9 @@ KNN_METRIC = "val/knn_top1"
 
 
 def knn_monitor(model: Pretrainer, params: Params, dataset_path: Path, device: torch.device) -> float | None:
-    """kNN top-1 of validation samples against training samples (both un-augmented); None
-    without a validation split (never the test split: the monitor guides decisions)."""
+    """kNN top-1 of validation samples against training samples (both un-augmented) of one
+    labelled dataset; None without a validation split (never the test split: the monitor
+    guides decisions)."""
     settings = params.pretrain
     bank = PoseDataset(dataset_path, params.augment, "eval", split="train")
     probe = PoseDataset(dataset_path, params.augment, "eval", split="val")
@@ -101,33 +103,55 @@ def fill_banks(model: Pretrainer, loader: DataLoader, runtime: Runtime, settings
                     "(set pretrain.bank_size below the number of training samples)", batches * per_batch, largest)
 
 
-def run_pretrain(params: Params, dataset_path: Path, out_dir: Path, live_dir: Path | None, resume: bool,
+# What pretraining writes in place of a checkpoint when pretrain.corpus_fraction is 0:
+# fine-tuning reads it and starts from random initialisation (slrpipe.model.classifier).
+UNTRAINED = {"untrained": True, "reason": "pretrain.corpus_fraction is 0: no pretraining"}
+
+
+def run_pretrain(params: Params, corpus: Corpus | Path, out_dir: Path, live_dir: Path | None, resume: bool,
                  epochs: int | None = None) -> PretrainResult:
-    """Pretrain for params.pretrain.epochs (or `epochs`, to stop early as if interrupted)."""
+    """Pretrain on `corpus` (a dataset.h5 path: that dataset's training split) for
+    params.pretrain.epochs (or `epochs`, to stop early as if interrupted)."""
     settings = params.pretrain
+    if settings.corpus_fraction == 0:
+        return _no_pretraining(out_dir, live_dir)
     runtime = start(settings.device, settings.threads, settings.num_workers)
     try:
-        return _train(params, dataset_path, out_dir, live_dir, resume, runtime, epochs)
+        return _train(params, corpus, out_dir, live_dir, resume, runtime, epochs)
     finally:
         stop(runtime)
 
 
-def _train(params: Params, dataset_path: Path, out_dir: Path, live_dir: Path | None, resume: bool,
+def _no_pretraining(out_dir: Path, live_dir: Path | None) -> PretrainResult:
+    """Table VI's 0 %: a checkpoint that says so (fine-tuning then starts from random weights),
+    and empty curves, so the stage's outputs exist as with any fraction."""
+    log.warning("pretrain.corpus_fraction is 0: no pretraining; fine-tuning will start from random initialisation")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(UNTRAINED, out_dir / CHECKPOINT)
+    if live_dir is not None:
+        (live_dir / "plots" / "metrics").mkdir(parents=True, exist_ok=True)
+        write_json(live_dir / "metrics.json", {})
+    return PretrainResult(0, {}, out_dir / CHECKPOINT)
+
+
+def _train(params: Params, corpus: Corpus | Path, out_dir: Path, live_dir: Path | None, resume: bool,
            runtime: Runtime, stop_after: int | None) -> PretrainResult:
     settings = params.pretrain
-    # `augment.frames: auto` becomes a number here, once; the checkpoint records it.
-    params = params.model_copy(update={"augment": resolve_frames(params.augment, dataset_path)})
+    if isinstance(corpus, Path):
+        corpus = Corpus.of_file(corpus)
+    # `augment.frames: auto` becomes a number here, once (the corpus's median length); the checkpoint records it.
+    params = params.model_copy(update={"augment": resolve_frames(params.augment, corpus.members())})
     torch.manual_seed(settings.seed)
-    dataset = PoseDataset(dataset_path, params.augment, "pretrain", split="train", seed=settings.seed)
+    dataset = corpus_dataset(corpus.members(), params.augment, "pretrain", settings.seed)
     if len(dataset) == 0:
-        raise SlrpipeError(f"{dataset_path} has no training samples")
+        raise SlrpipeError(f"the pretraining corpus ({', '.join(corpus.files)}) has no training samples")
     loader = train_loader(dataset, settings.batch_size, settings.num_workers, settings.seed, runtime)
 
     model = Pretrainer(params.model.chosen, settings).to(runtime.device)
     optimizer, scheduler = sgd_with_steps(model.parameters(), settings.lr, settings.sgd_momentum, settings.weight_decay,
                                           settings.lr_steps, settings.lr_gamma)
     checkpoint_path = out_dir / CHECKPOINT
-    checkpointer = Checkpointer(checkpoint_path, settings_fingerprint(params, dataset_path))
+    checkpointer = Checkpointer(checkpoint_path, settings_fingerprint(params, corpus))
     first_epoch = checkpointer.resume(model, optimizer, scheduler)[0] if resume else 0
 
     if runtime.distributed and settings.sync_batchnorm:
@@ -152,14 +176,15 @@ def _train(params: Params, dataset_path: Path, out_dir: Path, live_dir: Path | N
         nonlocal knn_off_said
         if epoch % settings.knn_every and epoch != settings.epochs:
             return {}
-        accuracy = knn_monitor(model, params, dataset_path, runtime.device)
+        accuracy = None if corpus.monitor is None else knn_monitor(model, params, corpus.monitor, runtime.device)
         if accuracy is None and not knn_off_said:
-            log.warning("%s has no validation split: the kNN monitor records nothing", dataset_path)
+            log.warning("%s has no validation split: the kNN monitor records nothing", corpus.monitor or "the corpus")
             knn_off_said = True
         return {} if accuracy is None else {KNN_METRIC: accuracy}
 
     extra = {"model_size": params.model.chosen.model_dump(mode="json"), "pretrain": settings.model_dump(mode="json"),
-             "augment": params.augment.model_dump(mode="json"), "glosses": dataset.glosses}
+             "augment": params.augment.model_dump(mode="json"),
+             "corpus": {name: len(corpus.ids(name)) for name in corpus.files}}
     _, metrics = fit(model, step, loader, optimizer, scheduler, checkpointer, runtime, epochs=settings.epochs,
                   first_epoch=first_epoch, bf16=settings.bf16, desc="pretrain", live_dir=live_dir, validate=validate,
                   checkpoint_extra=lambda: extra, stop_after=stop_after)

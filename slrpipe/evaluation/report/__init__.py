@@ -12,6 +12,7 @@ import logging
 import os
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,11 +23,11 @@ from slrpipe.config import Params
 from slrpipe.errors import SlrpipeError
 from slrpipe.evaluation.compare import compare_scores
 from slrpipe.evaluation.report.figures import BRANCHES, CURVES_PNG, TSNE_PNG, plot_curves, plot_tsne
-from slrpipe.evaluation.report.render import markdown_table, missing_why, render_markdown
-from slrpipe.evaluation.report.tables import Inputs, accuracies, compare, paper_results, results_csv
+from slrpipe.evaluation.report.render import markdown_table, missing_why, render_page, render_target
+from slrpipe.evaluation.report.tables import Inputs, accuracies, compare, dataset_label, paper_results, results_csv
 from slrpipe.h5io import write_text_atomic
 
-__all__ = ["Inputs", "markdown_table", "read_inputs", "run_report"]
+__all__ = ["Inputs", "TargetDirs", "markdown_table", "read_inputs", "run_report", "run_reports"]
 log = logging.getLogger(__name__)
 PER_CLASS = "per_class.csv"
 PER_SIGNER = "per_signer.csv"
@@ -147,61 +148,89 @@ def _baseline_metrics(path: Path) -> dict:
     return {**metrics, "selected": whole["selected"]} if "selected" in whole else metrics
 
 
-def paired_comparisons(params: Params, eval_dir: Path, preprocess_dir: Path, baseline_dir: Path | None) -> dict:
+@dataclass(frozen=True)
+class TargetDirs:
+    """Where one target's evaluate, preprocess, baseline and dvclive outputs are."""
+
+    eval_dir: Path
+    preprocess_dir: Path
+    live_dirs: dict[str, Path]  # "pretrain" / "finetune" -> a dvclive folder
+    baseline_dir: Path | None = None  # the baseline stage's folder; None: no baseline row
+
+
+def paired_comparisons(params: Params, name: str, dirs: TargetDirs) -> dict:
     """name -> this run's top-1 minus that model's on the same test samples: the baseline's and the
     reference run's (`report.reference_scores`), with intervals over signers when dataset.h5 names them."""
     others = {}
-    if baseline_dir is not None:
-        others["the baseline"] = (baseline_dir / SCORES, "baseline")
-    if params.report.reference_scores is not None:
-        others[params.report.reference_name] = (params.report.reference_scores, None)
+    if dirs.baseline_dir is not None:
+        others["the baseline"] = (dirs.baseline_dir / SCORES, "baseline")
+    if (reference := params.report.reference_file(name)) is not None:
+        others[params.report.reference_name] = (reference, None)
     if not others:
         return {}
-    ours = eval_dir / SCORES
+    ours = dirs.eval_dir / SCORES
     _read(ours, "evaluate", lambda path: path)
     e = params.evaluate
     draws = e.bootstrap_draws or 2000  # 0 turns the intervals of the table off, not this comparison's
-    return {name: compare_scores(ours, _read(path, stage, lambda found: found) if stage else _reference(path),
-                                 preprocess_dir / "dataset.h5", draws, e.bootstrap_seed)
-            for name, (path, stage) in others.items()}
+    return {other: compare_scores(ours, _read(path, stage, lambda found: found) if stage else _reference(path),
+                                  dirs.preprocess_dir / "dataset.h5", draws, e.bootstrap_seed)
+            for other, (path, stage) in others.items()}
 
 
 def _reference(path: Path) -> Path:
     if not path.is_file():
-        raise SlrpipeError(f"report.reference_scores: {path} not found (a run's reports/eval/scores.csv; README, "
+        raise SlrpipeError(f"report.reference_scores: {path} not found (a run's reports/eval/<target>/scores.csv; README, "
                            "\"Pretraining helps by X\")")
     return path
 
 
-def run_report(params: Params, eval_dir: Path, preprocess_dir: Path, live_dirs: dict[str, Path], out_dir: Path,
-               baseline_dir: Path | None = None) -> Path:
-    """Write results.md, results.csv and the figures into `out_dir`; returns the results.md path.
-    `baseline_dir`: the baseline stage's folder, for the baseline's row and this run against it
-    (left out when this run is the baseline itself)."""
-    inputs = read_inputs(eval_dir, preprocess_dir, live_dirs)
+def _target(params: Params, name: str, dirs: TargetDirs, out_dir: Path, figures: str) -> tuple[str, pd.DataFrame]:
+    """One target's sections and results.csv rows; its figures go to `out_dir/figures/` (named `figures`/...).
+    The baseline row is left out when this run is the baseline itself."""
+    inputs = read_inputs(dirs.eval_dir, dirs.preprocess_dir, dirs.live_dirs)
     if params.finetune.protocol == "baseline":
-        baseline_dir = None
-    baseline = _read(baseline_dir / "metrics.json", "baseline", _baseline_metrics) if baseline_dir is not None else None
-    paired = paired_comparisons(params, eval_dir, preprocess_dir, baseline_dir)
+        dirs = replace(dirs, baseline_dir=None)
+    baseline = _read(dirs.baseline_dir / "metrics.json", "baseline", _baseline_metrics) if dirs.baseline_dir is not None else None
+    paired = paired_comparisons(params, name, dirs)
     acc = accuracies(inputs.metrics)
     baseline_acc = accuracies(baseline) if baseline is not None else None
     comparison = compare(params, acc, paper_results(), baseline_acc)
     missing = missing_why(params, inputs.missing_curves)
     names = dict(enumerate(inputs.glosses or [])) | dict(zip(inputs.per_class.label.tolist(), inputs.per_class.gloss))
-    why = {TSNE_PNG: plot_tsne(out_dir / TSNE_PNG, inputs.embeddings, inputs.labels, names),
-           CURVES_PNG: None if inputs.curves else "neither pretraining nor fine-tuning curves were found"}
+    tsne, curves = (f"{figures}/{Path(figure).name}" for figure in (TSNE_PNG, CURVES_PNG))
+    why = {tsne: plot_tsne(out_dir / tsne, inputs.embeddings, inputs.labels, names),
+           curves: None if inputs.curves else "neither pretraining nor fine-tuning curves were found"}
     if inputs.curves:
         schedules = (("pretrain", params.pretrain),) + ((("finetune", params.finetune.schedule),)
                                                         if params.finetune.protocol != "baseline" else ())
         drops = {stage: [m for m in s.lr_steps if 0 < m < s.epochs] for stage, s in schedules}
-        plot_curves(out_dir / CURVES_PNG, inputs.curves, missing, drops, params.pretrain.contrast_chance)
+        plot_curves(out_dir / curves, inputs.curves, missing, drops, params.pretrain.contrast_chance)
     for figure, reason in why.items():
         if reason is not None:  # no stale figure from an earlier run next to this report
             (out_dir / figure).unlink(missing_ok=True)
+    link = Path(os.path.relpath(dirs.eval_dir / PER_CLASS, out_dir)).as_posix()
+    return (render_target(params, inputs, acc, comparison, why, missing, link, baseline, paired),
+            results_csv(params, acc, comparison, baseline_acc))
+
+
+def run_report(params: Params, eval_dir: Path, preprocess_dir: Path, live_dirs: dict[str, Path], out_dir: Path,
+               baseline_dir: Path | None = None, corpus: dict | None = None) -> Path:
+    """results.md for the only target (params with one dataset): see run_reports."""
+    dirs = TargetDirs(eval_dir, preprocess_dir, live_dirs, baseline_dir)
+    return run_reports(params, {params.dataset_name(): dirs}, corpus, out_dir)
+
+
+def run_reports(params: Params, targets: dict[str, TargetDirs], corpus: dict | None, out_dir: Path) -> Path:
+    """Write results.md (the pretraining corpus, then a section per target), results.csv (every
+    target's rows) and the figures (figures/, or figures/<target>/ with several) into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    link = Path(os.path.relpath(eval_dir / PER_CLASS, out_dir)).as_posix()
+    sections, tables = {}, []
+    for name, dirs in targets.items():
+        focused = params.model_copy(update={"datasets": {name: params.datasets[name]}})
+        text, table = _target(focused, name, dirs, out_dir, "figures" if len(targets) == 1 else f"figures/{name}")
+        sections[dataset_label(focused)] = text
+        tables.append(table)
     path = out_dir / "results.md"
-    write_text_atomic(path, render_markdown(params, inputs, acc, comparison, why, missing, link, baseline, paired))
-    write_text_atomic(out_dir / "results.csv", results_csv(params, acc, comparison, baseline_acc).to_csv(
-        index=False, lineterminator="\n"))
+    write_text_atomic(path, render_page(params, sections, corpus))
+    write_text_atomic(out_dir / "results.csv", pd.concat(tables).to_csv(index=False, lineterminator="\n"))
     return path

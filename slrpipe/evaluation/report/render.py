@@ -50,6 +50,8 @@ def missing_why(params: Params, missing_curves: dict[str, Path]) -> dict[str, st
     protocol = params.finetune.protocol
     return {stage: f"no pretraining curves:\nprotocol {protocol} trains without pretraining"
             if stage == "pretrain" and protocol in ("scratch", "baseline") else
+            "no pretraining curves:\npretrain.corpus_fraction is 0 (no pretraining)"
+            if stage == "pretrain" and params.pretrain.corpus_fraction == 0 else
             f"no {'pretraining' if stage == 'pretrain' else 'fine-tuning'} curves found\n({relative(where)})"
             for stage, where in missing_curves.items()}
 
@@ -85,7 +87,7 @@ def baseline_selection_text(metrics: dict) -> str:
 
 
 def _split_text(params: Params) -> str:
-    p, source = params.preprocess, params.dataset.source
+    p, source = params.preprocess, params.dataset().source
     how = "by signer (no signer in two splits)" if p.split == "signer" else "random, class-stratified"
     if source in ("wlasl", "msasl"):
         return "the dataset's official split"
@@ -98,7 +100,7 @@ def _split_text(params: Params) -> str:
 
 
 def _what_was_run(params: Params, inputs: Inputs, ks: list[int]) -> pd.DataFrame:
-    d, f, pre, s, size = params.dataset, params.finetune, params.pretrain, inputs.summary, params.model.chosen
+    d, f, pre, s, size = params.dataset(), params.finetune, params.pretrain, inputs.summary, params.model.chosen
     test_classes = len(np.unique(inputs.labels))
     classes = len(inputs.glosses) if inputs.glosses else d.num_classes
     sizes = ", ".join(f"{name} {s[f'{name}_samples']}" for name in ("train", "val", "test") if f"{name}_samples" in s)
@@ -120,8 +122,10 @@ def _what_was_run(params: Params, inputs: Inputs, ks: list[int]) -> pd.DataFrame
         "Model size": (f"`{params.model.size}` (joint GCN {list(size.joint_channels)}, part GCN {list(size.part_channels)}, "
                        f"feature width {size.width}; hand Transformer {size.hand_layers} x {size.hand_heads} heads, "
                        f"trunk Transformer {size.trunk_layers} x {size.trunk_heads} heads)"),
-        "Pretraining": f"none (protocol {f.protocol})" if f.protocol in ("scratch", "baseline") else (
-            f"{pre.epochs} epochs, branches {pre.branches}, parts {pre.parts}, consistency {on[pre.use_consistency]}, "
+        "Pretraining": f"none (protocol {f.protocol})" if f.protocol in ("scratch", "baseline") else
+                       "none (`pretrain.corpus_fraction: 0`): the encoders started from random initialisation"
+                       if pre.corpus_fraction == 0 else (
+            f"{pre.epochs} epochs on {', '.join(pre.corpus)} ({pre.corpus_fraction:g} of the corpus), branches {pre.branches}, parts {pre.parts}, consistency {on[pre.use_consistency]}, "
             f"knowledge transfer {on[pre.use_knowledge_transfer]}, lambda_J {pre.lambda_joint:g}, lambda_M "
             f"{pre.lambda_motion:g}, batch {pre.batch_size}, lr {schedule(pre.lr, pre.lr_gamma, pre.lr_steps, pre.epochs)}"),
         **({"Fine-tuning": "none: the logistic regression is fitted on the training split",
@@ -203,7 +207,8 @@ _Dumper.add_representer(list, lambda dumper, data: dumper.represent_sequence(
 
 def _params_yaml(params: Params) -> str:
     data = params.model_dump(mode="json")
-    data["dataset"]["root"] = relative(params.dataset.root)
+    for name, dataset in params.datasets.items():
+        data["datasets"][name]["root"] = relative(dataset.root)
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False, width=120)
 
 
@@ -225,19 +230,21 @@ def _after_run_table(params: Params, metrics: dict, comparison: Comparison | Non
 
 
 def _figures(inputs: Inputs, figures_why: dict[str, str | None], missing: dict[str, str]) -> list[str]:
-    """The figures section's paragraphs: each figure or why it is missing, and why curves are missing."""
-    if figures_why[TSNE_PNG] is None:
+    """The figures section's paragraphs: each figure or why it is missing, and why curves are missing.
+    `figures_why`: the t-SNE's path, then the curves' (relative to results.md) -> why not drawn (None: drawn)."""
+    (tsne, tsne_why), (curves, curves_why) = figures_why.items()
+    if tsne_why is None:
         branches = [b for b in BRANCHES if b in inputs.embeddings]
         which = ("joint-only, motion-only and combined (both L2-normalized, concatenated)" if len(branches) == 2
                  else f"{branches[0]}-only: the model has no {'motion' if branches[0] == 'joint' else 'joint'} branch")
         out = [f"t-SNE of the test embeddings, {which}; coloured by class (the paper's Fig. 3):",
-               f"![t-SNE of test embeddings]({TSNE_PNG})"]
+               f"![t-SNE of test embeddings]({tsne})"]
     else:
-        out = [f"No t-SNE figure: {figures_why[TSNE_PNG]}."]
+        out = [f"No t-SNE figure: {tsne_why}."]
     out.append("\n".join(f"- {missing[stage].replace(chr(10), ' ')}." for stage in ("pretrain", "finetune") if stage in missing))
-    if figures_why[CURVES_PNG] is None:
-        return out + ["Training curves:", f"![Training curves]({CURVES_PNG})"]
-    return out + [f"No training-curve figure: {figures_why[CURVES_PNG]}."]
+    if curves_why is None:
+        return out + ["Training curves:", f"![Training curves]({curves})"]
+    return out + [f"No training-curve figure: {curves_why}."]
 
 
 def _points(value: float) -> str:
@@ -273,28 +280,72 @@ def _baseline_text(params: Params, baseline: dict | None, paired: dict[str, Pair
     return out
 
 
-def render_markdown(params: Params, inputs: Inputs, acc: pd.DataFrame, comparison: Comparison | None,
-                    figures_why: dict[str, str | None], missing: dict[str, str], per_class_link: str,
-                    baseline: dict | None = None, paired: dict[str, PairedComparison] | None = None) -> str:
-    """results.md: the package's results_template.md filled in. `figures_why`: figure path -> why it
-    was not drawn (None: drawn); `missing`: stage -> why its curves are missing; `baseline`: the
+def _paragraphs(texts: list[str]) -> str:  # an empty text (no notes, say) leaves no blank paragraph
+    return "\n\n".join(text for text in texts if text)
+
+
+def _template(name: str) -> Template:
+    return Template(resources.files(__package__).joinpath(name).read_text(encoding="utf-8"))
+
+
+def render_target(params: Params, inputs: Inputs, acc: pd.DataFrame, comparison: Comparison | None,
+                  figures_why: dict[str, str | None], missing: dict[str, str], per_class_link: str,
+                  baseline: dict | None = None, paired: dict[str, PairedComparison] | None = None) -> str:
+    """One target's sections (target_template.md filled in), for `params` narrowed to that dataset.
+    `figures_why` as in _figures; `missing`: stage -> why its curves are missing; `baseline`: the
     baseline stage's test metrics (with `selected`), shown as a row of this run's table; `paired`:
     name -> this run minus that model on the same test samples."""
-    def paragraphs(texts: list[str]) -> str:  # an empty text (no notes, say) leaves no blank paragraph
-        return "\n\n".join(text for text in texts if text)
-
     table = run_table(acc, intervals(inputs.metrics), {k: v for k, v in set_intervals(inputs.metrics).items() if k},
                       (accuracies(baseline), intervals(baseline)) if baseline is not None else None)
-
-    template = Template(resources.files(__package__).joinpath("results_template.md").read_text(encoding="utf-8"))
-    return template.substitute(
-        title=f"{dataset_label(params)}, protocol {params.finetune.protocol}",
+    return _template("target_template.md").substitute(
         what_was_run=markdown_table(_what_was_run(params, inputs, top_ks(acc)), 2),
         run_table=markdown_table(table),
-        after_run_table=paragraphs([_interval_text(params, inputs.metrics, inputs.per_signer),
-                                    *_baseline_text(params, baseline, paired or {}),
-                                    *_after_run_table(params, inputs.metrics, comparison)]),
-        figures=paragraphs(_figures(inputs, figures_why, missing)),
-        per_class=paragraphs(_per_class(inputs.per_class, per_class_link)),
-        per_signer=paragraphs(_per_signer(inputs.per_signer, Path(per_class_link).with_name("per_signer.csv").as_posix())),
+        after_run_table=_paragraphs([_interval_text(params, inputs.metrics, inputs.per_signer),
+                                     *_baseline_text(params, baseline, paired or {}),
+                                     *_after_run_table(params, inputs.metrics, comparison)]),
+        figures=_paragraphs(_figures(inputs, figures_why, missing)),
+        per_class=_paragraphs(_per_class(inputs.per_class, per_class_link)),
+        per_signer=_paragraphs(_per_signer(inputs.per_signer, Path(per_class_link).with_name("per_signer.csv").as_posix())),
+    ).rstrip()
+
+
+def demote(markdown: str) -> str:
+    """Every heading one level down (a target's sections under its own heading on a page of several)."""
+    inside_code = False
+    lines = []
+    for line in markdown.splitlines():
+        inside_code ^= line.startswith("```")
+        lines.append("#" + line if line.startswith("#") and not inside_code else line)
+    return "\n".join(lines)
+
+
+def corpus_table(summary: dict) -> str:
+    """The pretraining corpus as the corpus stage summarized it: a row per member, then the total."""
+    rows = [(name, "no" if not m["labelled"] else "yes", " + ".join(m["splits"]), m["samples"], m["eligible"],
+             m["test_duplicates"], m["chosen"]) for name, m in summary["members"].items()]
+    rows.append(("total", "", "", sum(r[3] for r in rows), sum(r[4] for r in rows), sum(r[5] for r in rows), summary["samples"]))
+    frame = pd.DataFrame(rows, columns=["Dataset", "Labelled", "Splits used", "Samples", "In those splits",
+                                        "Left out (a target's test content)", "Pretrained on"])
+    fraction = summary["fraction"]
+    head = (f"Pretraining read {summary['samples']} samples ({summary['unlabelled']} of them unlabelled), "
+            f"`pretrain.corpus_fraction: {fraction:g}` of each member's samples (seeded, nested)."
+            if fraction else "No pretraining: `pretrain.corpus_fraction: 0`; fine-tuning started from random initialisation.")
+    monitor = summary.get("monitor", {}).get("dataset")
+    tail = f"The kNN monitor (`val/knn_top1`) used {monitor}'s training and validation splits." if monitor and fraction else ""
+    return _paragraphs([head, markdown_table(frame, 3), tail])
+
+
+def render_page(params: Params, sections: dict[str, str], corpus: dict | None) -> str:
+    """results.md: the corpus table, then each target's sections (one target: at the page's level;
+    several: each under its own heading), then the params."""
+    protocol = params.finetune.protocol
+    if len(sections) == 1:
+        title, body = f"{next(iter(sections))}, protocol {protocol}", next(iter(sections.values()))
+    else:
+        title = f"{', '.join(sections)}, protocol {protocol}"
+        body = "\n\n".join(f"## {label}\n\n{demote(text)}" for label, text in sections.items())
+    return _template("results_template.md").substitute(
+        title=title,
+        corpus=corpus_table(corpus) if corpus else "Not recorded (no corpus summary given).",
+        targets=body,
         params_yaml=_params_yaml(params).rstrip())

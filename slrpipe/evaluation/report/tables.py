@@ -50,14 +50,14 @@ def paper_results() -> pd.DataFrame:
 
 def dataset_label(params: Params) -> str:
     """The dataset's name as the paper writes it (MSASL100, WLASL2000, NMFs-CSL, SLR500) or, for
-    another dataset, the name of its folder (or manifest file)."""
-    d = params.dataset
+    another dataset, its name under `datasets:` (params narrowed to one dataset)."""
+    d = params.dataset()
     if d.source in ("msasl", "wlasl"):
         return f"{d.source.upper()}{d.num_classes or (1000 if d.source == 'msasl' else 2000)}"
     if d.source in ("nmfs_csl", "slr500"):
         name, classes = ("NMFs-CSL", 1067) if d.source == "nmfs_csl" else ("SLR500", 500)
         return name if d.num_classes in (None, classes) else f"{name} ({d.num_classes} classes)"
-    return (d.root.stem if d.source == "manifest" else d.root.name) or d.source
+    return params.dataset_name()
 
 
 def paper_dataset(params: Params) -> str | None:

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from slrpipe.config import DatasetParams
+from slrpipe.errors import RootError
 from slrpipe.pose.manifest import KIND_MMPOSE_JSON, KIND_VIDEO, Manifest, finalize
 from slrpipe.pose.sources import local, official
 
@@ -30,7 +31,15 @@ def relative_path(path: str, folder: Path) -> str:
         return path
 
 
-def build_manifest(dataset: DatasetParams) -> Manifest:
+def build_manifest(dataset: DatasetParams, name: str | None = None) -> Manifest:
+    """Every sample of `dataset` (the one called `name` under datasets:, for error messages)."""
+    try:
+        return _build_manifest(dataset)
+    except RootError as error:
+        raise RootError(f"datasets.{name or '<name>'}.root {error}") from None
+
+
+def _build_manifest(dataset: DatasetParams) -> Manifest:
     root = dataset.root
     if dataset.source == "wlasl":
         rows, problems = official.read_wlasl(root, dataset.num_classes)
@@ -51,4 +60,14 @@ def build_manifest(dataset: DatasetParams) -> Manifest:
     folder = dataset_folder(dataset)
     rows = [replace(row, path=relative_path(row.path, folder)) for row in rows]
     problems = [replace(problem, path=relative_path(problem.path, folder)) for problem in problems]
-    return finalize(rows, problems)
+    manifest = finalize(rows, problems)
+    if not dataset.labelled:
+        manifest = unlabelled(manifest)
+    return manifest
+
+
+def unlabelled(manifest: Manifest) -> Manifest:
+    """The manifest of recordings without glosses: whatever the folders are called, no sample has
+    a gloss or label (-1), and every one is a training sample (they only serve pretraining)."""
+    rows = [replace(row, gloss="", label=-1, split="train") for row in manifest.rows]
+    return Manifest(rows=rows, glosses=[], problems=manifest.problems)

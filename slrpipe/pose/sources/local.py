@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from slrpipe.errors import SlrpipeError
+from slrpipe.errors import RootError, SlrpipeError
 from slrpipe.pose.manifest import (
     KIND_MMPOSE_JSON,
     KIND_MP_FRAMES,
@@ -34,7 +34,7 @@ Rows = tuple[list[ManifestRow], list[Problem]]
 
 def _require_dir(root: Path) -> None:
     if not root.is_dir():
-        raise SlrpipeError(f"dataset.root {root} is not a folder")
+        raise RootError(f"{root} is not a folder")
 
 
 def _walk(root: Path) -> Iterator[tuple[Path, list[str], list[str]]]:
@@ -66,7 +66,7 @@ def read_files_by_folder(root: Path, kind: str) -> Rows:
             if (kind == KIND_VIDEO and suffix in VIDEO_SUFFIXES) or (kind == KIND_MMPOSE_JSON and suffix == ".json"):
                 rows.append(_row_for(root, path, kind))
     if not rows:
-        raise SlrpipeError(f"dataset.root {root}: no {'video' if kind == KIND_VIDEO else 'JSON'} files found")
+        raise RootError(f"{root}: no {'video' if kind == KIND_VIDEO else 'JSON'} files found")
     return rows, []
 
 
@@ -103,12 +103,12 @@ def read_mp_data(root: Path) -> Rows:
             continue
         if ndim == 1:
             if folder == root:
-                raise SlrpipeError(f"dataset.root {root} holds frame files directly: expected <gloss>/<sequence>/<frame>.npy")
+                raise RootError(f"{root} holds frame files directly: expected <gloss>/<sequence>/<frame>.npy")
             rows.append(_row_for(root, folder, KIND_MP_FRAMES, sample_dir=True))
         else:
             rows.extend(_row_for(root, folder / name, KIND_MP_SEQUENCE) for name in arrays)
     if not rows and not problems:
-        raise SlrpipeError(f"dataset.root {root}: no .npy recordings found")
+        raise RootError(f"{root}: no .npy recordings found")
     return rows, problems
 
 
@@ -118,7 +118,7 @@ def read_manifest_csv_source(csv_path: Path) -> Rows:
     Paths are videos or pose files of any supported kind, relative to the CSV's folder or absolute.
     """
     if not csv_path.is_file():
-        raise SlrpipeError(f"dataset.root {csv_path}: manifest CSV not found")
+        raise RootError(f"{csv_path}: manifest CSV not found")
     records: list[tuple[int, dict]] = []
     with csv_path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)

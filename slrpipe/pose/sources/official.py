@@ -78,7 +78,7 @@ import string
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from slrpipe.errors import SlrpipeError
+from slrpipe.errors import RootError, SlrpipeError
 from slrpipe.pose.manifest import KIND_VIDEO, SPLITS, VIDEO_SUFFIXES, ManifestRow, Problem
 
 Rows = tuple[list[ManifestRow], list[Problem]]
@@ -110,7 +110,7 @@ _YOUTUBE_ID = re.compile(r"(?:[?&]v=|youtu\.be/)([A-Za-z0-9_-]{11})")
 
 def _dataset_root(root: Path) -> Path:
     if not root.is_dir():
-        raise SlrpipeError(f"dataset.root {root} is not a folder")
+        raise RootError(f"{root} is not a folder")
     # absolute() rather than resolve(): a symlinked clip keeps the path the user laid out.
     return root.absolute()
 
@@ -408,5 +408,5 @@ def read_slr500(root: Path) -> Rows:
     if not rows:
         # Nothing usable is a wrong root (often one level too high), not a few bad samples.
         found = f"; first of {len(problems)} skipped: {problems[0].sample_id}: {problems[0].problem}" if problems else ""
-        raise SlrpipeError(f"dataset.root {root}: no SLR500 videos as <class id>/P<signer>_*.mp4{found}")
+        raise RootError(f"{root}: no SLR500 videos as <class id>/P<signer>_*.mp4{found}")
     return rows, problems
