@@ -161,9 +161,9 @@ printf '[core]\n    no_scm = True\n' >$DEMO/.dvc/config.local
 cd $DEMO && $PY $WORK/set_params.py params.yaml params.yaml extract.device=$DEVICE pretrain.device=$DEVICE \
     finetune.device=$DEVICE evaluate.device=$DEVICE
 grep -n 'device:' params.yaml
-$PY -m dvc repro preprocess"
+$PY -m dvc repro corpus"
 
-step loader 90 "$PY bench/loader.py --dataset $DEMO/data/preprocess/dataset.h5 --params $DEMO/params.yaml --workers 1 2 4 8 12 \
+step loader 90 "$PY bench/loader.py --dataset $DEMO/data/preprocess/ksl13/dataset.h5 --params $DEMO/params.yaml --workers 1 2 4 8 12 \
     --batches 40 \$(test -f $WORK/step.json && echo --step-json $WORK/step.json)"
 
 step extract_mmpose 90 "$PY bench/extract.py --only mmpose --devices $DEVICE --mmpose-frames 64 --batch-sizes 8 32"
@@ -172,18 +172,18 @@ step extract_mmpose 90 "$PY bench/extract.py --only mmpose --devices $DEVICE --m
 step torchrun_ddp 90 "set -e
 cd $DEMO && mkdir -p smoke && $PY $WORK/set_params.py params.yaml smoke/params.yaml pretrain.epochs=2 'pretrain.lr_steps=[]'
 $PY -m torch.distributed.run --standalone --nproc-per-node=1 -m stages.pretrain --params smoke/params.yaml --no-resume \
-    --dataset data/preprocess/dataset.h5 --out-dir smoke/models --live-dir smoke/live >smoke/ddp.log 2>&1 || { tail -40 smoke/ddp.log; exit 1; }
+    --out-dir smoke/models --live-dir smoke/live >smoke/ddp.log 2>&1 || { tail -40 smoke/ddp.log; exit 1; }
 grep -v 'it/s\]' smoke/ddp.log | tail -30
 grep -q 'backend $BACKEND' smoke/ddp.log || { echo 'no $BACKEND process group was joined'; exit 1; }"
 
-step dvc_repro_cuda 200 "set -e; cd $DEMO && time $PY -m dvc repro && head -40 reports/eval/metrics.json"
+step dvc_repro_cuda 200 "set -e; cd $DEMO && time $PY -m dvc repro && head -40 reports/eval/ksl13/metrics.json"
 
 # torch.compile last: its compilation time is the least predictable.
 step step_bf16_compile 150 "$PY bench/pretrain_step.py --size paper --batch 64 --steps 10 --bf16 --compile --device $DEVICE --json $WORK/step_compiled.json"
 step pretrain_compile 120 "set -e
 cd $DEMO && mkdir -p smoke && $PY $WORK/set_params.py params.yaml smoke/compiled.yaml pretrain.epochs=2 'pretrain.lr_steps=[]' \
     model.compile=true
-time $PY -m stages.pretrain --params smoke/compiled.yaml --no-resume --dataset data/preprocess/dataset.h5 \
+time $PY -m stages.pretrain --params smoke/compiled.yaml --no-resume \
     --out-dir smoke/compiled --live-dir smoke/compiled-live 2>&1 | grep -v 'it/s\]' | tail -30"
 
 if ((!DRY_RUN)); then
