@@ -16,6 +16,12 @@ torch.set_num_threads(1)
 SHARED = REPO.parent / "shared"
 
 
+def pytest_collection_modifyitems(config, items):
+    """The long `dvc repro` modules (marked xdist_group) first, so that with several test workers
+    (pyproject's -n auto) each starts one of them at once and the short tests fill in beside."""
+    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)  # stable: otherwise in order
+
+
 @pytest.fixture(scope="session")
 def shared() -> Path:
     if not (SHARED / "data").is_dir():

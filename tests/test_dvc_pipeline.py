@@ -2,75 +2,23 @@
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from slrpipe.model.classifier import load_model
 from slrpipe.h5io import RaggedFile
-from tests.conftest import REPO, TINY
+from tests.dvc_project import DEMO_WORDS, STAGES, dvc, make_project
 
-# A five-sign slice of the demo (5 sessions x 2 recordings each) and the tests' tiny model: this
-# test is about what reruns and whether every stage's outputs are well formed, not what is learned.
-DEMO_WORDS = ("bad", "glad", "good", "no", "yes")
-FYDPASL_WORDS = ("hello", "no")
-
-pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="dvc needs git")
-
-
-def _run(args, cwd):
-    completed = subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False)
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    return completed.stdout + completed.stderr
+# One project for the module's tests, which run in order on one test worker.
+pytestmark = [pytest.mark.skipif(shutil.which("git") is None, reason="dvc needs git"), pytest.mark.xdist_group("dvc_pipeline")]
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    copy = tmp_path_factory.mktemp("project")
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore", "pyproject.toml"):
-        shutil.copy2(REPO / name, copy / name)
-    for folder in ("slrpipe", "stages", ".dvc"):
-        shutil.copytree(REPO / folder, copy / folder, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))
-    demo = REPO / "data" / "demo"
-    (copy / "data" / "demo").mkdir(parents=True)
-    for name in ("LICENSE", "README.md"):  # the recordings' licence and attribution travel with them
-        shutil.copy2(demo / name, copy / "data" / "demo" / name)
-    for session in sorted(demo.glob("MP_Data*")):
-        for word in DEMO_WORDS:
-            shutil.copytree(session / word, copy / "data" / "demo" / session.name / word)
-    # The demo's unlabelled corpus member, cut to 2 x 4 recordings.
-    fydpasl = REPO / "data" / "fydpasl"
-    (copy / "data" / "fydpasl").mkdir(parents=True)
-    for name in ("LICENSE", "README.md"):
-        shutil.copy2(fydpasl / name, copy / "data" / "fydpasl" / name)
-    for word in FYDPASL_WORDS:
-        for sequence in range(4):
-            shutil.copytree(fydpasl / word / str(sequence), copy / "data" / "fydpasl" / word / str(sequence))
-    params = yaml.safe_load((copy / "params.yaml").read_text())
-    params["model"] = {"size": "tiny", "sizes": {"tiny": TINY.model_dump(mode="json")}}
-    params["pretrain"].update(epochs=1, knn_every=1, num_workers=0, lr_steps=[], bank_size=16, transfer_top_k=8)
-    params["finetune"]["schedules"]["finetune"] = {"epochs": 1, "lr_steps": []}
-    params["finetune"]["num_workers"] = 0
-    params["augment"]["frames"] = 16
-    (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _run(["git", "init", "-q"], copy)
-    # dvclive (pretrain) needs a repository with a commit, as every clone has.
-    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], copy)
-    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"], copy)
-    return copy
-
-
-STAGES = ("extract@ksl13", "extract@fydpasl", "preprocess@ksl13", "preprocess@fydpasl", "corpus", "pretrain",
-          "finetune@ksl13", "evaluate@ksl13", "report")
-
-
-def dvc(project: Path, *args: str) -> str:
-    return _run([sys.executable, "-m", "dvc", *args], project)
+    return make_project(tmp_path_factory.mktemp("project"))
 
 
 def test_repro_then_nothing_then_only_what_changed(project):
@@ -133,64 +81,6 @@ def test_repro_then_nothing_then_only_what_changed(project):
     assert "Running stage 'extract" not in fifth and "Running stage 'preprocess" not in fifth
     with RaggedFile(project / "data" / "preprocess" / "ksl13" / "dataset.h5") as dataset:
         assert max(np.diff(dataset.offsets)) == 20
-
-
-def _set(project: Path, key: str, value) -> None:
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    *parents, leaf = key.split(".")
-    node = params
-    for part in parents:
-        node = node[part]
-    node[leaf] = value
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def _stale(project: Path) -> set[str]:
-    """The stages `dvc status` finds changed, less the inputs@ stages it always lists."""
-    return {stage for stage in json.loads(dvc(project, "status", "--json")) if not stage.startswith("inputs@")}
-
-
-def _ran(output: str) -> set[str]:
-    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")} - {
-        "inputs@ksl13", "inputs@fydpasl"}
-
-
-def test_one_datasets_params_rerun_its_branch_and_pretraining_onwards_only(project):
-    """Run after the repro test. Each dataset has its own extract@/preprocess@ stages: a change to
-    the unlabelled member's entry reruns its branch, the corpus and what follows, never ksl13's
-    extraction or preprocessing; a change to pretrain.corpus reruns the corpus stage onwards."""
-    dvc(project, "repro")  # up to date (or made so when this test runs alone)
-    assert _stale(project) == set()
-
-    # The unlabelled member's frame shape: its coordinates change, so pretraining reads other data.
-    _set(project, "datasets.fydpasl.frame_size", [640, 240])
-    # corpus depends on all of `datasets` (labelled, pretrain_splits); report prints every section
-    assert _stale(project) == {"extract@fydpasl", "corpus", "report"}
-    ran = _ran(dvc(project, "repro"))
-    assert ran == {"extract@fydpasl", "preprocess@fydpasl", "corpus", "pretrain", "finetune@ksl13", "evaluate@ksl13",
-                   "report"}, ran
-
-    # Leaving the unlabelled member out of the corpus: no dataset is extracted or preprocessed again
-    # (pretrain reads the whole pretrain section, so it is stale at once; finetune once it has run).
-    _set(project, "pretrain.corpus", ["ksl13"])
-    assert _stale(project) == {"corpus", "pretrain", "report"}
-    assert _ran(dvc(project, "repro", "--dry", "corpus")) == {"corpus"}
-    dvc(project, "repro", "corpus")
-    summary = json.loads((project / "data" / "corpus" / "corpus_summary.json").read_text())
-    assert list(summary["members"]) == ["ksl13"] and summary["unlabelled"] == 0
-    assert _stale(project) == {"pretrain", "report"}
-    _set(project, "pretrain.corpus", ["ksl13", "fydpasl"])
-    dvc(project, "repro", "corpus")
-    assert _stale(project) == set()  # the same corpus.csv as before: nothing below needs a rerun
-
-    # The README's Table VI pair, its 0 end: no pretraining, fine-tuning from random weights.
-    zero = _ran(dvc(project, "exp", "run", "-S", "pretrain.corpus_fraction=0"))
-    assert zero == {"corpus", "pretrain", "finetune@ksl13", "evaluate@ksl13", "report"}, zero
-    checkpoint = torch.load(project / "data" / "models" / "pretrain" / "checkpoint.pt", weights_only=True)
-    assert checkpoint.get("untrained") is True
-    summary = json.loads((project / "data" / "corpus" / "corpus_summary.json").read_text())
-    assert summary["samples"] == 0 and summary["fraction"] == 0
-    assert "No pretraining: `pretrain.corpus_fraction: 0`" in (project / "reports" / "results.md").read_text()
 
 
 def test_push_to_and_pull_from_a_local_remote(project, tmp_path):
