@@ -119,11 +119,11 @@ class PreprocessParams(Section):
     # Mirror the left hand (x -> 1 - x) so both hands look like right hands to the shared
     # hand encoder. The authors' code does; the paper does not say so.
     mirror_left_hand: bool = False
-    # Trunk coordinates: `frame` (paper) = image position / frame size; `body` = the shoulder
+    # Trunk coordinates: `frame` (paper, authors) = image position / frame size; `body` (ours) = the shoulder
     # midpoint at (0.5, 0.5), 1 unit = 2.5 shoulder widths (medians over the frames where both
     # shoulders pass score_threshold), so where the signer sits and how close does not matter.
     # A sample whose shoulders are never seen that way keeps the frame form (counted and logged).
-    trunk_norm: Literal["frame", "body"] = "frame"
+    trunk_norm: Literal["frame", "body"] = "body"
     max_frames: int = Field(default=150, ge=1)
     # How samples without an official split are split: `random` (class-stratified) or `signer`
     # (no signer in two splits). Samples marked test or val keep their split; a dataset with

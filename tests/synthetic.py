@@ -52,7 +52,7 @@ def write_dataset(path: Path, per_signer: int = 4, lengths: tuple[int, ...] | di
     """Write the dataset; each signer performs each sign `per_signer` times, lengths cycling through
     `lengths` (or, given per split, through that split's)."""
     rng = np.random.default_rng(seed)
-    settings = PreprocessParams()
+    settings = PreprocessParams(trunk_norm="frame")  # stored in the frame form: the test signer sits elsewhere
     specs = {"coords": ((joints.NUM_JOINTS, 2), np.float32), "mask": ((joints.NUM_JOINTS,), np.bool_),
              "hand_boxes": ((2, 3), np.float32), "frame_index": ((), np.int64)}
     count = 0

@@ -39,7 +39,7 @@ def dataset(tmp_path_factory):
 
 
 def _features(sample_keypoints):
-    sample = normalize(sample_keypoints, FRAME_SIZE, PreprocessParams())  # the frame form, as the demo stores it
+    sample = normalize(sample_keypoints, FRAME_SIZE, PreprocessParams(trunk_norm="frame"))  # the frame form, as the demo stores it
     return features(sample.coords, sample.mask, sample.trunk_origin, sample.trunk_unit, FRAME_SIZE)
 
 
@@ -53,8 +53,8 @@ def test_features_do_not_see_where_the_signer_sits_or_how_close():
     assert a.shape == (BASELINE_FRAMES * 49 * 2,)
     np.testing.assert_allclose(a, b, atol=1e-4)
     # The frame form the dataset stores does see it: without the body placement they differ.
-    frame_a = normalize(near, FRAME_SIZE, PreprocessParams()).coords
-    frame_b = normalize(far, FRAME_SIZE, PreprocessParams()).coords
+    frame_a = normalize(near, FRAME_SIZE, PreprocessParams(trunk_norm="frame")).coords
+    frame_b = normalize(far, FRAME_SIZE, PreprocessParams(trunk_norm="frame")).coords
     assert np.abs(frame_a[:, :7] - frame_b[:, :7]).max() > 0.1
 
 
@@ -62,7 +62,7 @@ def test_features_keep_the_frame_form_when_shoulders_are_never_seen():
     rng = np.random.default_rng(0)
     points = keypoints(1, 20, (320, 240), 150, rng)
     points[:, [1, 4], 2] = 0.0  # both shoulders below the score threshold in every frame
-    sample = normalize(points, FRAME_SIZE, PreprocessParams())
+    sample = normalize(points, FRAME_SIZE, PreprocessParams(trunk_norm="frame"))
     out = features(sample.coords, sample.mask, sample.trunk_origin, sample.trunk_unit, FRAME_SIZE).reshape(BASELINE_FRAMES, 49, 2)
     # Nose of the first frame: the pixel position divided by the frame size, as preprocess's frame form.
     np.testing.assert_allclose(out[0, 0], points[0, 0, :2] / np.array(FRAME_SIZE), atol=1e-5)

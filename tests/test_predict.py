@@ -285,25 +285,25 @@ def test_trunk_norm_comes_from_the_model_file(trained, pose_inputs, tmp_path):
     from slrpipe.pose.posefiles import mediapipe_to_49
 
     state = load_checkpoint(trained)
-    assert state["preprocess"]["trunk_norm"] == "frame"  # the training data's setting travels with the model
-    body, old = dict(state), dict(state)
-    body["preprocess"] = {**state["preprocess"], "trunk_norm": "body"}
+    assert state["preprocess"]["trunk_norm"] == "body"  # the training data's setting (the default) travels with the model
+    frame, old = dict(state), dict(state)
+    frame["preprocess"] = {**state["preprocess"], "trunk_norm": "frame"}
     old["preprocess"] = {k: v for k, v in state["preprocess"].items() if k != "trunk_norm"}
-    for name, changed in (("body.pt", body), ("old.pt", old)):
+    for name, changed in (("frame.pt", frame), ("old.pt", old)):
         save_checkpoint(changed, tmp_path / name)
     folder = pose_inputs[0]
     item = PredictInput(folder, KIND_MP_FRAMES)
-    frame_view, body_view, old_view = (Predictor(path, device="cpu").prepare(item)
-                                       for path in (trained, tmp_path / "body.pt", tmp_path / "old.pt"))
+    body_view, frame_view, old_view = (Predictor(path, device="cpu").prepare(item)
+                                       for path in (trained, tmp_path / "frame.pt", tmp_path / "old.pt"))
     # Body form: exactly normalize(..., trunk_norm=body) of the same recording.
     size = tuple(state["dataset"]["frame_size"])
     keypoints = mediapipe_to_49(load_mp_frames(folder), size)
-    settings = PreprocessParams.model_validate(body["preprocess"])
+    settings = PreprocessParams.model_validate(state["preprocess"])
     normalized = normalize(keypoints, size, settings)
     assert normalized.trunk_norm == "body"
     expected = eval_view(normalized.coords, normalized.mask, Predictor(trained, device="cpu").augment)
     assert torch.equal(body_view["joint"]["trunk"], expected["joint"]["trunk"])
     assert not torch.allclose(body_view["joint"]["trunk"], frame_view["joint"]["trunk"])
     assert torch.equal(body_view["joint"]["right_hand"], frame_view["joint"]["right_hand"])  # hand crops untouched
-    # A model file from before trunk_norm was trained on the frame form (kept so if the default changes).
+    # A model file from before trunk_norm was trained on the frame form, whatever today's default.
     assert torch.equal(old_view["joint"]["trunk"], frame_view["joint"]["trunk"])

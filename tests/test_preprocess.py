@@ -8,7 +8,7 @@ from slrpipe.config import PreprocessParams
 from slrpipe.errors import SampleError
 from slrpipe.data.preprocess import hand_boxes, normalize
 
-SETTINGS = PreprocessParams()
+SETTINGS = PreprocessParams(trunk_norm="frame")  # the paper's form; BODY below is the default
 FRAME = (640, 480)
 
 
