@@ -1,5 +1,5 @@
 """A copy of the project with a slice of the demo data, for the tests that run `dvc repro` as a
-user does (test_dvc_pipeline, test_dvc_graph)."""
+user does (test_dvc_pipeline)."""
 
 import json
 import shutil

@@ -217,6 +217,7 @@ def test_settings_come_from_the_model_file(trained, pose_inputs, tmp_path):
     state["preprocess"]["crop_scale"] = 3.0
     state["augment"].update(frames=8, motion="forward")
     state["dataset"]["frame_size"] = [320, 240]
+    state["preprocess"]["trunk_norm"] = "frame"  # the form in which the frame size shows in the trunk
     changed = tmp_path / "changed.pt"
     save_checkpoint(state, changed)
     folder, _, mmpose_json = pose_inputs

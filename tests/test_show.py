@@ -25,7 +25,9 @@ def dataset(shared, tmp_path_factory):
         shutil.copytree(shared / "ksl13" / sample_id, tmp / "ksl" / sample_id)
     params = make_params(tmp / "ksl")
     # One signer: no held-out splits, or the signer split has nothing to put in them.
-    params = params.model_copy(update={"preprocess": params.preprocess.model_copy(update={"val_fraction": 0.0, "test_fraction": 0.0})})
+    # The frame form, which the body-form test draws against.
+    params = params.model_copy(update={"preprocess": params.preprocess.model_copy(
+        update={"val_fraction": 0.0, "test_fraction": 0.0, "trunk_norm": "frame"})})
     run_extract(params, tmp / "extract", None)
     run_preprocess(params, tmp / "extract" / "keypoints.h5", tmp / "preprocess")
     return tmp / "preprocess" / "dataset.h5"
