@@ -45,9 +45,10 @@ def make_project(copy: Path) -> Path:
             shutil.copytree(fydpasl / word / str(sequence), copy / "data" / "fydpasl" / word / str(sequence))
     params = yaml.safe_load((copy / "params.yaml").read_text())
     params["model"] = {"size": "tiny", "sizes": {"tiny": TINY.model_dump(mode="json")}}
-    params["pretrain"].update(epochs=1, knn_every=1, num_workers=0, lr_steps=[], bank_size=16, transfer_top_k=8)
+    # One torch thread per stage: the suite runs a test worker per core beside it.
+    params["pretrain"].update(epochs=1, knn_every=1, num_workers=0, threads=1, lr_steps=[], bank_size=16, transfer_top_k=8)
     params["finetune"]["schedules"]["finetune"] = {"epochs": 1, "lr_steps": []}
-    params["finetune"]["num_workers"] = 0
+    params["finetune"].update(num_workers=0, threads=1)
     params["augment"]["frames"] = 16
     (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], copy)

@@ -41,7 +41,7 @@ def guard_params(root):
     raw["augment"].update(frames=16)
     raw["augment"]["pretrain"].update(joint_mask_probability=0.0)
     raw["pretrain"].update(epochs=EPOCHS, lr_steps=[], bank_size=64, part_bank_size=32, transfer_top_k=32,
-                           knn_every=5, num_workers=0, threads=2, device="cpu")
+                           knn_every=5, num_workers=0, threads=1, device="cpu")  # a test worker per core runs beside it
     return parse_params(raw, REPO / "params.yaml")
 
 
