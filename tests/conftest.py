@@ -17,8 +17,8 @@ SHARED = REPO.parent / "shared"
 
 
 def pytest_collection_modifyitems(config, items):
-    """The long `dvc repro` modules (marked xdist_group) first, so that with several test workers
-    (pyproject's -n auto) each starts one of them at once and the short tests fill in beside."""
+    """The long `dvc repro` module (marked xdist_group) first, so that with several test workers
+    (pyproject's -n auto) one starts it at once and the others take the short tests beside it."""
     items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)  # stable: otherwise in order
 
 
