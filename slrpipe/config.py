@@ -363,6 +363,18 @@ class PretrainParams(Section):
     knn_neighbours: int = Field(default=20, ge=1)
     knn_recalibrate_bn: bool = True
 
+    @model_validator(mode="after")
+    def _top_k_within_banks(self) -> PretrainParams:
+        """A top-k over more keys than its bank holds: said when params are read, not mid-training."""
+        if self.use_knowledge_transfer and self.transfer_top_k > self.bank_size:
+            raise ValueError(f"transfer_top_k ({self.transfer_top_k}) is more than bank_size ({self.bank_size}), "
+                             "the keys knowledge transfer picks its top-k from")
+        part_bank, key = (self.part_bank_size, "part_bank_size") if self.transfer_anchors == "global" else (self.bank_size, "bank_size")
+        if self.use_consistency and self.consistency_form == "neighbour" and self.neighbour_top_k > part_bank:
+            raise ValueError(f"neighbour_top_k ({self.neighbour_top_k}) is more than {key} ({part_bank}), the part banks "
+                             "consistency_form neighbour picks its top-k from")
+        return self
+
     @property
     def contrast_chance(self) -> float:
         """A branch's contrastive loss (Eq. 2, summed over the contrasted embeddings) when the

@@ -126,8 +126,8 @@ def test_lr_steps_beyond_epochs_are_named(tmp_path, text, key, step, epochs):
 def test_contrast_chance_is_ln_bank_plus_one_per_contrasted_embedding():
     from slrpipe.config import PretrainParams
 
-    assert PretrainParams(bank_size=64).contrast_chance == pytest.approx(2 * math.log(65))
-    assert PretrainParams(bank_size=64, parts="hand").contrast_chance == pytest.approx(math.log(65))
+    assert PretrainParams(bank_size=64, transfer_top_k=32).contrast_chance == pytest.approx(2 * math.log(65))
+    assert PretrainParams(bank_size=64, transfer_top_k=32, parts="hand").contrast_chance == pytest.approx(math.log(65))
     global_form = PretrainParams(bank_size=64, part_bank_size=32, transfer_anchors="global", transfer_top_k=16)
     assert global_form.contrast_chance == pytest.approx(2 * math.log(33) + math.log(65))
 
@@ -249,3 +249,18 @@ def test_reference_scores_are_per_target(tmp_path):
     data["report"] = {"reference_scores": {"two": "s/two.csv"}}
     several = load_params(_write(tmp_path, data))
     assert several.report.reference_file("two") == tmp_path / "s" / "two.csv" and several.report.reference_file("ksl") is None
+
+
+def test_top_k_larger_than_its_bank_is_a_params_error():
+    from slrpipe.config import PretrainParams
+
+    with pytest.raises(ValueError, match=r"transfer_top_k \(64\) is more than bank_size \(32\)"):
+        PretrainParams(bank_size=32, transfer_top_k=64)
+    PretrainParams(bank_size=32, transfer_top_k=64, use_knowledge_transfer=False)  # unused: no error
+    with pytest.raises(ValueError, match=r"neighbour_top_k \(1024\) is more than part_bank_size \(32\)"):
+        PretrainParams(bank_size=64, part_bank_size=32, transfer_top_k=32, transfer_anchors="global",
+                       consistency_form="neighbour", neighbour_top_k=1024)
+    with pytest.raises(ValueError, match=r"neighbour_top_k \(100\) is more than bank_size \(64\)"):
+        PretrainParams(bank_size=64, transfer_top_k=32, consistency_form="neighbour", neighbour_top_k=100)
+    PretrainParams(bank_size=64, transfer_top_k=32, neighbour_top_k=100)  # the paper's softmax form reads no top-k
+

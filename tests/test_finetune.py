@@ -252,7 +252,7 @@ def test_classifier_builds_only_what_it_uses(branches, parts):
 
 
 def test_a_one_part_classifier_takes_that_part_of_a_two_part_checkpoint():
-    state = {"model": Pretrainer(TINY, PretrainParams(bank_size=16)).state_dict()}
+    state = {"model": Pretrainer(TINY, PretrainParams(bank_size=16, transfer_top_k=8)).state_dict()}
     model = build_classifier(TINY, 4, FinetuneParams(parts="hand"))
     source = Path("pretrain.pt")
     model.load_pretrained(state, source)
@@ -261,7 +261,7 @@ def test_a_one_part_classifier_takes_that_part_of_a_two_part_checkpoint():
     for key, value in loaded.items():
         assert torch.equal(value, state["model"][f"query.joint.encoder.{key}"]), key
 
-    hand_only = {"model": Pretrainer(TINY, PretrainParams(bank_size=16, parts="hand")).state_dict()}
+    hand_only = {"model": Pretrainer(TINY, PretrainParams(bank_size=16, transfer_top_k=8, parts="hand")).state_dict()}
     with pytest.raises(SlrpipeError, match=f"{source}: its joint encoder has no trunk part: pretrain with parts both or trunk"):
         build_classifier(TINY, 4, FinetuneParams()).load_pretrained(hand_only, source)
 
