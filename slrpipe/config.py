@@ -357,7 +357,7 @@ class PretrainParams(Section):
     num_workers: int = Field(default=2, ge=0)
     threads: Threads = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    bf16: bool = True  # autocast on GPU
+    bf16: bool = True  # bfloat16 autocast where the device has it natively (slrpipe.engine.runtime.native_bf16)
     # kNN accuracy of the query encoders' features on the validation split, every few epochs.
     knn_every: int = Field(default=5, ge=1)
     knn_neighbours: int = Field(default=20, ge=1)

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from slrpipe.config import ModelParams, load_params
 from slrpipe.errors import ParamsError
 from slrpipe.model.encoder import SignEncoder
-from slrpipe.model.gcn import Graph, PartGCN, PartPool, STGCNBlock, hop_distances, normalized_adjacency, partitioned_adjacency
+from slrpipe.model.gcn import Graph, PartGCN, PartPool, group_max, STGCNBlock, hop_distances, normalized_adjacency, partitioned_adjacency
 from slrpipe.pose import joints
 from slrpipe.pretrain.model import Branch
 
@@ -96,6 +96,28 @@ def test_part_pooling_takes_each_parts_maximum_and_sends_the_gradient_to_the_win
     assert x.grad.flatten().tolist() == [0.0, 1.0, 1.0, 1.0]
 
 
+def test_group_max_matches_torch_max_with_ties_and_overlapping_groups():
+    """Values and gradient equal torch.max over each group's rows, whose gradient goes to the
+    first maximal member: checked on small integers, where ties are everywhere, with groups that
+    share joints (as the palm shares the finger bases), and with gradcheck on continuous data."""
+    groups = ((1, 2, 3, 4), (0, 1, 5), (5,), (2, 0, 4))
+    torch.manual_seed(0)
+    x = torch.randint(0, 3, (6, 7, 5)).double().requires_grad_()
+    weights = torch.randn(len(groups), 7, 5, dtype=torch.float64)
+    ours = group_max(x, groups)
+    (ours * weights).sum().backward()
+    ours_grad, x.grad = x.grad, None
+    reference = torch.stack([x[list(members)].max(dim=0).values for members in groups])
+    (reference * weights).sum().backward()
+    assert torch.equal(ours, reference)
+    assert torch.equal(ours_grad, x.grad)
+    assert (x.detach()[1] == x.detach()[2]).any()  # the data does tie
+    continuous = torch.randn(6, 3, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: group_max(t, groups), (continuous,))
+    with torch.no_grad():
+        assert torch.equal(group_max(x, groups), reference)
+
+
 def test_the_encoders_parameter_names_and_shapes_are_those_of_earlier_checkpoints():
     """Checkpoints written before the GCN was reorganised still load: same names, same shapes."""
     gcn = SignEncoder(MODEL.chosen).state_dict()
@@ -169,12 +191,13 @@ def test_post_norm_transformer_has_no_positions_and_normalises_each_layers_outpu
     assert not layer.norm_first and layer.activation is F.gelu
     tokens = torch.randn(2, 5, 128) * 3 + 1
     layer.eval()
-    out = layer(tokens)
+    every_token = torch.ones(2, 5, dtype=torch.bool)
+    out = layer(tokens, every_token)
     # Post-norm: the layer's output is its last LayerNorm's (weight 1, bias 0 at init).
     torch.testing.assert_close(out.mean(-1), torch.zeros(2, 5), atol=1e-5, rtol=0)
     torch.testing.assert_close(out.var(-1, unbiased=False), torch.ones(2, 5), atol=1e-3, rtol=0)
     pre_layer = pre.transformer.layers[0].eval()
-    assert pre_layer.norm_first and (pre_layer(tokens).mean(-1).abs() > 0.1).any()
+    assert pre_layer.norm_first and (pre_layer(tokens, every_token).mean(-1).abs() > 0.1).any()
 
 
 def test_multiscale_temporal_blocks_are_shared_between_the_hands_and_not_residual():

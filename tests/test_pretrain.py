@@ -290,3 +290,25 @@ def test_the_motion_branch_reads_its_own_mask_when_the_view_has_one():
     shared = _view(seed=2)
     model(shared, shared)
     assert len(seen) == 4 and all(masks is shared["mask"] for _, masks in seen)
+
+
+def test_the_losses_run_in_float32_under_bf16_autocast(monkeypatch):
+    """Under autocast the encoders run in bfloat16, but every loss sees float32 embeddings with
+    autocast off (a bfloat16 cosine / 0.07 would move the logits by up to 0.06)."""
+    from slrpipe.pretrain import losses
+
+    seen = []
+    original = losses.info_nce
+
+    def spy(query, key, bank, tau):
+        seen.append((query.dtype, key.dtype, bank.dtype, torch.is_autocast_enabled("cpu")))
+        return original(query, key, bank, tau)
+
+    monkeypatch.setattr(losses, "info_nce", spy)
+    torch.manual_seed(0)
+    model = Pretrainer(TINY, _settings())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        terms, _ = model(_view(seed=1), _view(seed=2))
+    assert seen and all(entry == (torch.float32, torch.float32, torch.float32, False) for entry in seen)
+    assert all(value.dtype == torch.float32 for value in terms.values())
+    terms["total"].backward()

@@ -111,3 +111,49 @@ def test_one_process_under_torchrun_is_a_process_group_of_one(monkeypatch):
     assert not runtime.dist.is_initialized()
     monkeypatch.delenv("TORCHELASTIC_RUN_ID")
     assert not runtime.start("cpu").distributed  # a plain run stays alone
+
+
+# --- bfloat16 autocast where the device has it natively
+
+@pytest.mark.parametrize(("avx512_bf16", "amx", "wanted", "expected"), [
+    (True, False, True, True),
+    (False, True, True, True),
+    (False, False, True, False),  # emulated bfloat16 is slower than float32: stay in float32
+    (True, True, False, False),  # bf16: false is always float32
+])
+def test_bf16_on_the_cpu_only_where_it_is_native(monkeypatch, caplog, avx512_bf16, amx, wanted, expected):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    with caplog.at_level("INFO", logger="slrpipe.engine.runtime"):
+        assert runtime.use_bf16(runtime.Runtime(torch.device("cpu")), wanted, "pretrain") is expected
+    assert ("bfloat16 autocast" if expected else "float32") in caplog.text
+
+
+def test_fit_runs_the_step_under_the_autocast_it_chose(monkeypatch, tmp_path):
+    from slrpipe.engine.checkpoints import Checkpointer
+    from slrpipe.engine.loop import fit, sgd_with_steps, train_loader
+
+    seen = []
+    model = torch.nn.Linear(2, 1)
+
+    def step(batch):
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        out = model(batch["x"])
+        return out.float().sum(), {"train/loss": out.float().mean()}
+
+    class Data(torch.utils.data.Dataset):  # the loader's sampler hands out (epoch, index) keys
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, key):
+            return {"x": torch.ones(2), "label": key[1]}
+
+    data = Data()
+    for native in (True, False):
+        monkeypatch.setattr(runtime, "native_bf16", lambda device, native=native: native)
+        here = runtime.Runtime(torch.device("cpu"))
+        optimizer, scheduler = sgd_with_steps(model.parameters(), 0.1, 0.0, 0.0, [], 0.1)
+        fit(model, step, train_loader(data, 2, 0, 0, here), optimizer, scheduler, Checkpointer(tmp_path / f"{native}.pt", "f"),
+            here, epochs=1, first_epoch=0, bf16=True, desc="test")
+        assert seen == [native] * 2
+        seen.clear()

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from slrpipe.engine.checkpoints import Checkpointer
 from slrpipe.engine.live import log_epoch, open_live
-from slrpipe.engine.runtime import Runtime
+from slrpipe.engine.runtime import Runtime, use_bf16
 
 log = logging.getLogger(__name__)
 
@@ -155,11 +155,11 @@ def fit(model: nn.Module, step: Step, loader: DataLoader, optimizer: torch.optim
     and the last epoch's metrics.
 
     Each epoch: reseed (start_epoch), set the modes (`train_mode`, default model.train()), run
-    `step` under bf16 autocast on CUDA, step the scheduler, then on the main process add
+    `step` under bf16 autocast where the device has native bfloat16 (`bf16`), step the scheduler, then on the main process add
     `validate(epoch)`'s metrics, log the epoch and save the checkpoint with `checkpoint_extra()`.
     """
     live = open_live(live_dir, first_epoch) if runtime.is_main else None
-    autocast = runtime.device.type == "cuda" and bf16
+    autocast = use_bf16(runtime, bf16, desc)
     last = epochs if stop_after is None else min(epochs, stop_after)
     metrics: dict[str, float] = {}
     done = first_epoch

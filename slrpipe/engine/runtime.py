@@ -78,6 +78,28 @@ def backend_for(device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 natively: a CUDA GPU that supports it, or a CPU with
+    AVX512-BF16 or AMX (oneDNN's bfloat16 matrix products). Elsewhere bfloat16 is emulated and
+    slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        probes = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+        return any(probe is not None and probe() for probe in probes)
+    return False
+
+
+def use_bf16(runtime: Runtime, wanted: bool, desc: str) -> bool:
+    """bf16 autocast for a training run: when the params ask for it (`bf16: true`) and the device
+    computes it natively; said in the log either way, since it changes the numbers a run gives."""
+    chosen = wanted and native_bf16(runtime.device)
+    if runtime.is_main:
+        reason = "" if chosen or not wanted else f" ({runtime.device.type} without native bfloat16)"
+        log.info("%s: %s on %s%s", desc, "bfloat16 autocast" if chosen else "float32", runtime.device, reason)
+    return chosen
+
+
 def start(device_setting: str, threads: int | str | None = None, num_workers: int = 0) -> Runtime:
     """Join the process group when launched by torchrun, else run alone; then set torch's threads
     from `threads` (None: leave them). A torchrun launch of one process also joins (a group of

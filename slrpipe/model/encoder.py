@@ -14,6 +14,7 @@ from torch import nn
 from slrpipe.pose import joints
 from slrpipe.config import EncoderForm, ModelSize
 from slrpipe.model.gcn import Graph, PartGCN
+from slrpipe.model.transformer import TransformerLayer, TransformerStack
 
 MAX_FRAMES = 512  # learned positional embeddings cover sequences up to this length
 
@@ -81,16 +82,16 @@ class TimeTransformer(nn.Module):
         if form.transformer == "pre_norm":
             self.position = nn.Parameter(torch.zeros(1, MAX_FRAMES, width))
             nn.init.trunc_normal_(self.position, std=0.02)
-            layer = nn.TransformerEncoderLayer(width, heads, ff, dropout, batch_first=True, norm_first=True)
+            layer = TransformerLayer(width, heads, ff, dropout, activation="relu", norm_first=True)
         else:
             self.input_norm = nn.LayerNorm(width)
-            layer = nn.TransformerEncoderLayer(width, heads, ff, dropout, activation="gelu", batch_first=True, norm_first=False)
-        self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+            layer = TransformerLayer(width, heads, ff, dropout, activation="gelu", norm_first=False)
+        self.transformer = TransformerStack(layer, layers)
 
     def forward(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         x = self.temporal(tokens)
         x = x + self.position[:, : tokens.shape[1]] if self.position is not None else self.input_norm(x)
-        return self.transformer(x, src_key_padding_mask=~valid)
+        return self.transformer(x, valid)
 
 
 class AttentionPool(nn.Module):

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from slrpipe.model.dropout import Dropout
+
 
 @dataclass(frozen=True)
 class Graph:
@@ -87,8 +89,10 @@ class GraphConv(nn.Module):
         if channels < self.linear.out_features:
             # The adjacency product on the narrower side: A (x W^T + b) = (A x) W^T + (A 1) b^T.
             mixed = (self.adjacency @ x.reshape(nodes, -1)).view(nodes * graphs, channels) @ self.linear.weight.t()
-            node_bias = self.adjacency.sum(1)[:, None, None] * self.linear.bias
-            mixed = mixed.view(nodes, graphs, -1).add_(node_bias).view(nodes * graphs, -1)
+            # Not in place: an in-place add on a view costs two full-size copies of the gradient in backward.
+            # In the product's dtype: adding float32 to bfloat16 (autocast) is many times slower.
+            node_bias = (self.adjacency.sum(1)[:, None, None] * self.linear.bias).to(mixed.dtype)
+            mixed = (mixed.view(nodes, graphs, -1) + node_bias).view(nodes * graphs, -1)
         else:
             projected = self.linear(x)  # (V, N, C)
             mixed = (self.adjacency @ projected.view(nodes, -1)).view(nodes * graphs, -1)
@@ -96,38 +100,57 @@ class GraphConv(nn.Module):
         return torch.relu_(self.norm(mixed)).view(nodes, graphs, -1)
 
 
-class PartPool(nn.Module):
-    """Max over each part's joints: (V, N, C) -> (P, N, C).
+class _GroupMax(torch.autograd.Function):
+    """Max over groups of rows of node-major (V, N, C) features -> (G, N, C); the gradient goes
+    to the first member that holds the maximum (as torch.max does).
 
-    The maxima are taken joint by joint over contiguous (N, C) slices, without gradients,
-    keeping which joint won; with gradients the winners' values are then gathered, so backward
-    is one scatter into a joint-sized gradient. (Indexing each part and taking amax filled a
-    full gradient per part and compared every member with the maximum; argmax over a middle
-    dimension is slower still.) Ties go to the first member instead of sharing the gradient:
-    after a ReLU the only ties that carry a gradient are exact equalities of positive values."""
+    The maxima are a chain of elementwise maximums over contiguous (N, C) slices. Which member
+    won is only worked out in backward, by comparing each member with the maximum: tracking the
+    winner in forward cost about 20x the maximum itself, and the key encoders, which run without
+    gradients, never need it."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, groups: tuple[tuple[int, ...], ...]) -> torch.Tensor:  # type: ignore[override]
+        maxima = torch.empty((len(groups), *x.shape[1:]), dtype=x.dtype, device=x.device)
+        for g, members in enumerate(groups):
+            torch.maximum(x[members[0]], x[members[1]], out=maxima[g]) if len(members) > 1 else maxima[g].copy_(x[members[0]])
+            for joint in members[2:]:
+                torch.maximum(maxima[g], x[joint], out=maxima[g])
+        ctx.groups = groups
+        ctx.save_for_backward(x, maxima)
+        return maxima
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        x, maxima = ctx.saved_tensors
+        grad_x = torch.zeros_like(x)
+        for g, members in enumerate(ctx.groups):
+            unclaimed = None  # where no earlier member held the maximum
+            for joint in members:
+                holds = x[joint] == maxima[g]
+                won = holds if unclaimed is None else holds & unclaimed
+                if joint != members[-1]:
+                    unclaimed = ~holds if unclaimed is None else unclaimed & ~holds
+                grad_x[joint] += torch.where(won, grad[g], 0)
+        return grad_x, None
+
+
+def group_max(x: torch.Tensor, groups: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Max over each group of rows of (V, N, C) -> (G, N, C); see _GroupMax."""
+    return _GroupMax.apply(x, tuple(tuple(members) for members in groups))
+
+
+class PartPool(nn.Module):
+    """Max over each part's joints: (V, N, C) -> (P, N, C). Ties send the gradient to the
+    part's first member holding the maximum (after a ReLU, the only ties that carry a gradient
+    are exact equalities of positive values; under bfloat16 they happen)."""
 
     def __init__(self, parts: Sequence[Sequence[int]]) -> None:
         super().__init__()
-        self.parts = [tuple(members) for members in parts]
+        self.parts = tuple(tuple(members) for members in parts)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (x.requires_grad and torch.is_grad_enabled()):
-            return torch.stack([self._maximum(x, members)[0] for members in self.parts])
-        with torch.no_grad():
-            winners = torch.stack([self._maximum(x, members)[1] for members in self.parts])
-        nodes, graphs, channels = x.shape
-        return x.view(nodes, -1).gather(0, winners.view(len(self.parts), -1)).view(-1, graphs, channels)
-
-    @staticmethod
-    def _maximum(x: torch.Tensor, members: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The maximum over the members' rows and the joint that holds it (first on ties)."""
-        best = x[members[0]]
-        winner = torch.full(best.shape, members[0], dtype=torch.long, device=x.device)
-        for joint in members[1:]:
-            better = x[joint] > best
-            best = torch.where(better, x[joint], best)
-            winner.masked_fill_(better, joint)
-        return best, winner
+        return group_max(x, self.parts)
 
 
 class STGCNBlock(nn.Module):
@@ -141,7 +164,7 @@ class STGCNBlock(nn.Module):
         self.out_channels = out_channels
         self.linear = nn.Linear(in_channels, len(kernels) * out_channels)  # one 1x1 per kernel, as ST-GCN's conv
         self.norm = nn.BatchNorm1d(out_channels)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.pointwise = nn.Linear(out_channels, out_channels)
         self.pointwise_norm = nn.BatchNorm1d(out_channels)
         self.residual = None
@@ -159,7 +182,7 @@ class STGCNBlock(nn.Module):
         for k in range(1, count):
             y = torch.addmm(y, mixed[k], weights[k].t())
         node_bias = self.kernels.sum(2).t() @ self.linear.bias.view(count, -1)  # sum_k (A_k 1) b_k^T: (V, C)
-        y = y.view(nodes, graphs, -1).add_(node_bias[:, None]).view(nodes * graphs, -1)
+        y = (y.view(nodes, graphs, -1) + node_bias[:, None].to(y.dtype)).view(nodes * graphs, -1)  # not in place: see GraphConv
         y = self.pointwise_norm(self.pointwise(self.dropout(torch.relu_(self.norm(y)))))
         if self.identity:
             y = y + x.reshape(nodes * graphs, channels)
@@ -204,7 +227,7 @@ class PartGCN(nn.Module):
                                             for i, (a, b) in enumerate(zip(joint_widths, joint_widths[1:]))))
         width = joint_channels[-1]
         self.pool_projection = nn.Sequential(nn.Linear(width, width), nn.BatchNorm1d(width), nn.ReLU(inplace=True),
-                                             nn.Dropout(0.25))
+                                             Dropout(0.25))
         self.part_layers = nn.Sequential(*(STGCNBlock(part_kernels, a, b, dropout, residual=True)
                                            for a, b in zip(part_widths, part_widths[1:])))
 
@@ -215,5 +238,5 @@ class PartGCN(nn.Module):
         pooled = self.pool(features)  # (P, N, C)
         if self.pool_projection is not None:
             pooled = self.pool_projection(pooled.flatten(0, 1)).view_as(pooled)
-        # max, not amax: its backward scatters into the winning part instead of comparing every part.
-        return self.part_layers(pooled).max(dim=0).values
+        parts = self.part_layers(pooled)
+        return group_max(parts, [range(len(parts))])[0]

@@ -40,7 +40,7 @@ class Branch(nn.Module):
         features = self.encoder(coords, masks)
         if "global" in self.heads:
             features["global"] = sum(features.values())
-        return {name: F.normalize(head(features[name]), dim=1) for name, head in self.heads.items()}
+        return {name: F.normalize(head(features[name]).float(), dim=1) for name, head in self.heads.items()}  # see forward
 
 
 def gather(keys: torch.Tensor) -> torch.Tensor:
@@ -118,26 +118,29 @@ class Pretrainer(nn.Module):
             key = {m: self.key[m](view_k[m], mask_of(view_k, m)) for m in self.modalities}
         banks = self.snapshot()
 
-        # Eq. 2: InfoNCE per modality, summed over the contrasted embeddings.
-        contrast = {m: sum(losses.info_nce(query[m][p], key[m][p], banks[m][p], s.tau_contrast) for p in self.contrasted)
-                    for m in self.modalities}
-        # Eq. 3: hand-trunk consistency per modality.
-        consistency = {m: self.consistency(query[m], key[m], banks[m]) for m in self.modalities} if self.consistency else {}
-        # Eq. 4-7: knowledge transfer from the teacher modality's key to the student's query.
-        transfer = {f"transfer_{t}_to_{u}": losses.knowledge_transfer(
-            self.total_embedding(key[t]), self.total_embedding(banks[t]), self.total_embedding(query[u]),
-            self.total_embedding(banks[u]), s.transfer_top_k, s.tau_teacher, s.tau_student) for t, u in self.transfers}
-        # Eq. 8.
-        total = losses.total_loss(contrast.get("joint"), consistency.get("joint"), contrast.get("motion"),
-                                  consistency.get("motion"), sum(transfer.values()) if transfer else None,
-                                  lambda_joint=s.lambda_joint, lambda_motion=s.lambda_motion)
-        terms = {**{f"contrast_{m}": v for m, v in contrast.items()}, **{f"consistency_{m}": v for m, v in consistency.items()},
-                 **transfer, "total": total}
+        # The losses in float32, also under bfloat16 autocast: a bfloat16 cosine keeps 8 bits, and
+        # divided by tau_contrast 0.07 its rounding would move a logit by up to 0.06.
+        with torch.autocast(banks[self.modalities[0]][self.contrasted[0]].device.type, enabled=False):
+            # Eq. 2: InfoNCE per modality, summed over the contrasted embeddings.
+            contrast = {m: sum(losses.info_nce(query[m][p], key[m][p], banks[m][p], s.tau_contrast) for p in self.contrasted)
+                        for m in self.modalities}
+            # Eq. 3: hand-trunk consistency per modality.
+            consistency = {m: self.consistency(query[m], key[m], banks[m]) for m in self.modalities} if self.consistency else {}
+            # Eq. 4-7: knowledge transfer from the teacher modality's key to the student's query.
+            transfer = {f"transfer_{t}_to_{u}": losses.knowledge_transfer(
+                self.total_embedding(key[t]), self.total_embedding(banks[t]), self.total_embedding(query[u]),
+                self.total_embedding(banks[u]), s.transfer_top_k, s.tau_teacher, s.tau_student) for t, u in self.transfers}
+            # Eq. 8.
+            total = losses.total_loss(contrast.get("joint"), consistency.get("joint"), contrast.get("motion"),
+                                      consistency.get("motion"), sum(transfer.values()) if transfer else None,
+                                      lambda_joint=s.lambda_joint, lambda_motion=s.lambda_motion)
+            terms = {**{f"contrast_{m}": v for m, v in contrast.items()}, **{f"consistency_{m}": v for m, v in consistency.items()},
+                     **transfer, "total": total}
 
-        # Diagnostics, no gradient: positive / negative cosine, alignment and uniformity of each
-        # contrasted embedding tell collapse, too-different views and stale negatives apart.
-        diagnostics = {f"{stat}_{m}_{p}": value for m in self.modalities for p in self.contrasted
-                       for stat, value in losses.embedding_stats(query[m][p], key[m][p], banks[m][p]).items()}
+            # Diagnostics, no gradient: positive / negative cosine, alignment and uniformity of each
+            # contrasted embedding tell collapse, too-different views and stale negatives apart.
+            diagnostics = {f"{stat}_{m}_{p}": value for m in self.modalities for p in self.contrasted
+                           for stat, value in losses.embedding_stats(query[m][p], key[m][p], banks[m][p]).items()}
 
         # Enqueue after the losses used the banks: this batch's keys are negatives from the next step on.
         self._enqueue(key)
