@@ -8,18 +8,16 @@ import typer
 
 from slrpipe.config import load_params
 from slrpipe.evaluation.baseline import run_baseline
-from stages.common import (ParamsOption, ProjectPathOption, TargetOption, in_project, setup_logging, standalone, target_name,
-                           user_errors)
+from stages.common import (DatasetFileOption, ParamsOption, ProjectPathOption, TargetOption, in_project, setup_logging,
+                           standalone, target_dataset, target_name, user_errors)
 
-PREPROCESS_DIR = Path("data/preprocess")  # + /<target>/dataset.h5
 OUT_DIR = Path("reports/baseline")  # + /<target>
 
 
 def baseline(
     params: Path = ParamsOption,
     target: str | None = TargetOption,
-    dataset: Path | None = ProjectPathOption(PREPROCESS_DIR / "<target>" / "dataset.h5", "The preprocess stage's dataset file.",
-                                             "--dataset-file"),
+    dataset: Path | None = DatasetFileOption,
     out_dir: Path | None = ProjectPathOption(OUT_DIR / "<target>", "Where the baseline's scores.csv and metrics.json go."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -29,7 +27,7 @@ def baseline(
     with user_errors():
         settings = load_params(params)
         name = target_name(settings.finetune.targets, target)
-        dataset = in_project(params, dataset, PREPROCESS_DIR / name / "dataset.h5")
+        dataset = target_dataset(params, dataset, name)
         out_dir = in_project(params, out_dir, OUT_DIR / name)
         result = run_baseline(settings, dataset, out_dir, name)
     shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.count("/") == 2)

@@ -23,6 +23,13 @@ def ProjectPathOption(default: Path, help: str, *names: str):  # noqa: N802 - bu
     return typer.Option(None, *names, help=f"{help} [default: {default.as_posix()} beside the params file]", show_default=False)
 
 
+PREPROCESS_DIR = Path("data/preprocess")  # the preprocess stages write <dataset>/dataset.h5 here
+
+# A target's dataset file, for the stages that run per fine-tuning target (see target_dataset).
+DatasetFileOption = ProjectPathOption(PREPROCESS_DIR / "<target>" / "dataset.h5", "The preprocess stage's dataset file.",
+                                      "--dataset-file")
+
+
 def in_project(params: Path, given: Path | None, default: Path) -> Path:
     """`given`, or else `default` under the params file's folder (unchanged when that is the current one)."""
     return given if given is not None else params.parent / default
@@ -84,3 +91,8 @@ def target_name(targets: tuple[str, ...], given: str | None) -> str:
     if given not in targets:
         raise ParamsError(f"{given!r} is not one of finetune.targets ({', '.join(targets)})")
     return given
+
+
+def target_dataset(params: Path, given: Path | None, target: str) -> Path:
+    """The --dataset-file given, else the target's dataset.h5 under the project's preprocess folder."""
+    return in_project(params, given, PREPROCESS_DIR / target / "dataset.h5")

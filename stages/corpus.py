@@ -8,9 +8,8 @@ import typer
 
 from slrpipe.config import load_params
 from slrpipe.data.corpus import assemble_corpus, write_corpus
-from stages.common import ParamsOption, ProjectPathOption, in_project, setup_logging, standalone, user_errors
+from stages.common import PREPROCESS_DIR, ParamsOption, ProjectPathOption, in_project, setup_logging, standalone, user_errors
 
-PREPROCESS_DIR = Path("data/preprocess")
 OUT_DIR = Path("data/corpus")
 
 

@@ -8,11 +8,10 @@ import typer
 
 from slrpipe.config import load_params
 from slrpipe.evaluation.evaluate import run_evaluate
-from stages.common import (ParamsOption, ProjectPathOption, TargetOption, in_project, setup_logging, standalone, target_name,
-                           user_errors)
+from stages.common import (DatasetFileOption, ParamsOption, ProjectPathOption, TargetOption, in_project, setup_logging,
+                           standalone, target_dataset, target_name, user_errors)
 
 MODELS_DIR = Path("data/models/finetune")  # + /<target>/best.pt
-PREPROCESS_DIR = Path("data/preprocess")  # + /<target>/dataset.h5
 OUT_DIR = Path("reports/eval")  # + /<target>
 
 
@@ -20,8 +19,7 @@ def evaluate(
     params: Path = ParamsOption,
     target: str | None = TargetOption,
     model: Path | None = ProjectPathOption(MODELS_DIR / "<target>" / "best.pt", "The finetune stage's model file."),
-    dataset: Path | None = ProjectPathOption(PREPROCESS_DIR / "<target>" / "dataset.h5", "The preprocess stage's dataset file.",
-                                             "--dataset-file"),
+    dataset: Path | None = DatasetFileOption,
     out_dir: Path | None = ProjectPathOption(OUT_DIR / "<target>", "Where scores, metrics, per-class and per-signer tables and confusion pairs go."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -31,7 +29,7 @@ def evaluate(
         settings = load_params(params)
         name = target_name(settings.finetune.targets, target)
         model = in_project(params, model, MODELS_DIR / name / "best.pt")
-        dataset = in_project(params, dataset, PREPROCESS_DIR / name / "dataset.h5")
+        dataset = target_dataset(params, dataset, name)
         out_dir = in_project(params, out_dir, OUT_DIR / name)
         result = run_evaluate(settings, model, dataset, out_dir, name)
     def bounds(name: str) -> str:

@@ -8,10 +8,9 @@ import typer
 
 from slrpipe.config import load_params
 from slrpipe.finetune.train import run_finetune
-from stages.common import (ParamsOption, ProjectPathOption, TargetOption, in_project, setup_logging, standalone, target_name,
-                           user_errors)
+from stages.common import (DatasetFileOption, ParamsOption, ProjectPathOption, TargetOption, in_project, setup_logging,
+                           standalone, target_dataset, target_name, user_errors)
 
-PREPROCESS_DIR = Path("data/preprocess")  # + /<target>/dataset.h5
 PRETRAINED = Path("data/models/pretrain/checkpoint.pt")
 OUT_DIR = Path("data/models/finetune")  # + /<target>
 LIVE_DIR = Path("data/dvclive/finetune")  # + /<target>
@@ -20,8 +19,7 @@ LIVE_DIR = Path("data/dvclive/finetune")  # + /<target>
 def finetune(
     params: Path = ParamsOption,
     target: str | None = TargetOption,
-    dataset: Path | None = ProjectPathOption(PREPROCESS_DIR / "<target>" / "dataset.h5", "The preprocess stage's dataset file.",
-                                             "--dataset-file"),
+    dataset: Path | None = DatasetFileOption,
     pretrained: Path | None = ProjectPathOption(PRETRAINED, "The pretrain stage's checkpoint (unused by protocol scratch)."),
     out_dir: Path | None = ProjectPathOption(OUT_DIR / "<target>", "Where best.pt (the model) and last.pt (for resuming) go."),
     live_dir: Path | None = ProjectPathOption(LIVE_DIR / "<target>", "dvclive metrics and plots."),
@@ -37,7 +35,7 @@ def finetune(
     with user_errors():
         settings = load_params(params)
         name = target_name(settings.finetune.targets, target)
-        dataset = in_project(params, dataset, PREPROCESS_DIR / name / "dataset.h5")
+        dataset = target_dataset(params, dataset, name)
         out_dir = in_project(params, out_dir, OUT_DIR / name)
         live_dir = in_project(params, live_dir, LIVE_DIR / name)
         result = run_finetune(settings, dataset, pretrained, out_dir, live_dir, resume, name)

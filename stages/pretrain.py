@@ -9,10 +9,9 @@ import typer
 from slrpipe.config import load_params
 from slrpipe.data.corpus import read_corpus
 from slrpipe.pretrain.train import KNN_METRIC, run_pretrain
-from stages.common import ParamsOption, ProjectPathOption, in_project, setup_logging, standalone, user_errors
+from stages.common import PREPROCESS_DIR, ParamsOption, ProjectPathOption, in_project, setup_logging, standalone, user_errors
 
 CORPUS_DIR = Path("data/corpus")
-PREPROCESS_DIR = Path("data/preprocess")
 OUT_DIR = Path("data/models/pretrain")
 LIVE_DIR = Path("data/dvclive/pretrain")
 

@@ -10,11 +10,10 @@ import typer
 
 from slrpipe.config import load_params
 from slrpipe.evaluation.report import TargetDirs, run_reports
-from stages.common import ParamsOption, ProjectPathOption, in_project, setup_logging, standalone, user_errors
+from stages.common import PREPROCESS_DIR, ParamsOption, ProjectPathOption, in_project, setup_logging, standalone, user_errors
 
 EVAL_DIR = Path("reports/eval")  # + /<target>
 BASELINE_DIR = Path("reports/baseline")  # + /<target>
-PREPROCESS_DIR = Path("data/preprocess")  # + /<target>
 CORPUS_SUMMARY = Path("data/corpus/corpus_summary.json")
 LIVE_DIR = Path("data/dvclive")  # pretrain/, finetune/<target>/
 OUT_DIR = Path("reports")
