@@ -113,8 +113,8 @@ class _GroupMax(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, groups: tuple[tuple[int, ...], ...]) -> torch.Tensor:  # type: ignore[override]
         maxima = torch.empty((len(groups), *x.shape[1:]), dtype=x.dtype, device=x.device)
         for g, members in enumerate(groups):
-            torch.maximum(x[members[0]], x[members[1]], out=maxima[g]) if len(members) > 1 else maxima[g].copy_(x[members[0]])
-            for joint in members[2:]:
+            maxima[g].copy_(x[members[0]])
+            for joint in members[1:]:
                 torch.maximum(maxima[g], x[joint], out=maxima[g])
         ctx.groups = groups
         ctx.save_for_backward(x, maxima)

@@ -20,7 +20,7 @@ from slrpipe.h5io import write_json
 from slrpipe.engine.checkpoints import Checkpointer, code_digest, fingerprint, save_checkpoint
 from slrpipe.engine.compiling import compile_in_place
 from slrpipe.engine.loop import fit, recalibrate_batchnorm, run_eval, sgd_with_steps, start_epoch, to_device, train_loader
-from slrpipe.engine.runtime import Runtime, distribute, native_bf16, start, stop
+from slrpipe.engine.runtime import Runtime, distribute, start, stop, use_bf16
 from slrpipe.engine.scoring import knn_accuracy
 from slrpipe.pretrain.model import Pretrainer
 
@@ -89,7 +89,7 @@ def fill_banks(model: Pretrainer, loader: DataLoader, runtime: Runtime, settings
     largest = max(queue.size for queue in model.queues())
     per_batch = settings.batch_size * (runtime.world_size if settings.gather_keys else 1)
     needed = math.ceil(largest / per_batch)
-    autocast = settings.bf16 and native_bf16(runtime.device)  # as fit's steps will run
+    autocast = use_bf16(runtime, settings.bf16, "pretrain (bank fill)")  # the one rule fit's steps follow
     start_epoch(loader, 0)
     batches = 0
     for batch in loader:
